@@ -1,0 +1,33 @@
+"""Hardware and software probes for pytest-gpuinfer.
+
+Importing this package is cheap: no torch, transformers, bitsandbytes or NVML is
+imported until a probe runs, and NVML is the only thing a default probe loads.
+"""
+
+from __future__ import annotations
+
+from probes.report import (
+    MODES,
+    SCHEMA_VERSION,
+    DriverInfo,
+    Finding,
+    GPUInfo,
+    NativeCheck,
+    Report,
+    SoftwareStack,
+    Status,
+    Verdict,
+)
+
+__all__ = [
+    "MODES",
+    "SCHEMA_VERSION",
+    "DriverInfo",
+    "Finding",
+    "GPUInfo",
+    "NativeCheck",
+    "Report",
+    "SoftwareStack",
+    "Status",
+    "Verdict",
+]

@@ -1,0 +1,281 @@
+"""The report: what the probes found and what the rules concluded, as plain data.
+
+Every field that can fail to be read is optional and, when missing, its reason sits in
+the owning object's ``unknown`` mapping (field name -> "why"). The whole report
+round-trips through JSON (``to_dict`` / ``from_dict``) under a versioned schema.
+"""
+
+from __future__ import annotations
+
+import enum
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+SCHEMA_VERSION = "1"
+
+MODES: tuple[str, ...] = ("fp32", "fp16", "bf16", "int8", "nf4", "fastpath")
+"""Every inference mode the rules judge, in display order."""
+
+
+class Status(str, enum.Enum):
+    SUPPORTED = "supported"
+    DEGRADED = "degraded"
+    UNSUPPORTED = "unsupported"
+    UNKNOWN = "unknown"
+
+    @property
+    def rank(self) -> int:
+        """Worse is higher; combining verdicts keeps the worst."""
+        return _STATUS_RANK[self]
+
+
+_STATUS_RANK = {
+    Status.SUPPORTED: 0,
+    Status.DEGRADED: 1,
+    Status.UNKNOWN: 2,
+    Status.UNSUPPORTED: 3,
+}
+
+
+@dataclass
+class GPUInfo:
+    """One GPU as the probe (NVML) or a simulated profile describes it."""
+
+    index: int
+    """NVML index (PCI bus order), or the position in a simulated profile."""
+    cuda_ordinal: int | None = None
+    """The ordinal a CUDA process started with the current environment would see."""
+    name: str | None = None
+    uuid: str | None = None
+    pci_bus_id: str | None = None
+    compute_capability: tuple[int, int] | None = None
+    architecture: str | None = None
+    total_memory_bytes: int | None = None
+    free_memory_bytes: int | None = None
+    used_memory_bytes: int | None = None
+    memory_bandwidth_gb_per_s: float | None = None
+    mig_mode: bool | None = None
+    has_tensor_cores: bool | None = None
+    """False for parts sold without them although their architecture has them (GTX 16xx)."""
+    simulated: bool = False
+    unknown: dict[str, str] = field(default_factory=dict)
+
+    @property
+    def label(self) -> str:
+        name = self.name or "unknown GPU"
+        if self.compute_capability is None:
+            return name
+        major, minor = self.compute_capability
+        return f"{name} ({major}.{minor})"
+
+    def to_dict(self) -> dict[str, Any]:
+        data = asdict(self)
+        if self.compute_capability is not None:
+            data["compute_capability"] = f"{self.compute_capability[0]}.{self.compute_capability[1]}"
+        return data
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> GPUInfo:
+        data = dict(data)
+        capability = data.get("compute_capability")
+        if isinstance(capability, str):
+            major, _, minor = capability.partition(".")
+            data["compute_capability"] = (int(major), int(minor or 0))
+        elif isinstance(capability, list):
+            data["compute_capability"] = (int(capability[0]), int(capability[1]))
+        return cls(**data)
+
+
+@dataclass
+class DriverInfo:
+    driver_version: str | None = None
+    cuda_driver_version: str | None = None
+    """The highest CUDA version the driver supports, e.g. "13.0"."""
+    nvml_version: str | None = None
+    unknown: dict[str, str] = field(default_factory=dict)
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> DriverInfo:
+        return cls(**data)
+
+
+@dataclass
+class NativeCheck:
+    """Whether bitsandbytes' native library really ran an int8 matmul."""
+
+    state: str = "not-run"
+    """"passed", "failed" or "not-run" (then the verdict is inferred from versions)."""
+    detail: str = ""
+    cached: bool = False
+    device: str | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> NativeCheck:
+        return cls(**data)
+
+
+@dataclass
+class SoftwareStack:
+    python: str
+    platform: str
+    packages: dict[str, str | None]
+    """Distribution name -> installed version, None when not installed."""
+    torch_cuda: str | None = None
+    """CUDA version torch was built for; None for CPU or ROCm builds or no torch."""
+    torch_hip: str | None = None
+    bitsandbytes_native: NativeCheck = field(default_factory=NativeCheck)
+    overridden: list[str] = field(default_factory=list)
+    """Package names whose versions come from a simulated profile, not this machine."""
+    assumed_torch_build: bool = False
+    """True when a simulated profile made us assume a CUDA torch build that drives its GPU."""
+    unknown: dict[str, str] = field(default_factory=dict)
+
+    def version(self, package: str) -> str | None:
+        return self.packages.get(package)
+
+    def to_dict(self) -> dict[str, Any]:
+        data = asdict(self)
+        data["bitsandbytes_native"] = self.bitsandbytes_native.to_dict()
+        return data
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> SoftwareStack:
+        data = dict(data)
+        data["bitsandbytes_native"] = NativeCheck.from_dict(data.get("bitsandbytes_native", {}))
+        return cls(**data)
+
+
+@dataclass
+class Finding:
+    """One rule's conclusion about one mode."""
+
+    rule_id: str
+    status: Status
+    message: str
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"rule_id": self.rule_id, "status": self.status.value, "message": self.message}
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> Finding:
+        return cls(rule_id=data["rule_id"], status=Status(data["status"]), message=data["message"])
+
+
+@dataclass
+class Verdict:
+    """Whether one mode runs here, why, and what it resolves to on this stack."""
+
+    mode: str
+    status: Status
+    findings: list[Finding] = field(default_factory=list)
+    resolves_to: str | None = None
+    """e.g. "sdpa (flash, memory-efficient)", "BitsAndBytesConfig(load_in_8bit=True)"."""
+    verified: bool = False
+    """True when a real run (bitsandbytes' int8 matmul) backs the verdict, not only versions."""
+    device: str = "cuda"
+    """Where the verdict applies: "cuda" for the GPUs, "cpu" on a machine without one."""
+
+    @property
+    def ok(self) -> bool:
+        return self.status in (Status.SUPPORTED, Status.DEGRADED)
+
+    @property
+    def reasons(self) -> list[str]:
+        """Messages of the findings that decided the status (the worst ones first)."""
+        ordered = sorted(self.findings, key=lambda f: -f.status.rank)
+        return [f.message for f in ordered if f.status is not Status.SUPPORTED] or [
+            f.message for f in ordered
+        ]
+
+    @property
+    def reason(self) -> str:
+        return "; ".join(self.reasons)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "mode": self.mode,
+            "status": self.status.value,
+            "reason": self.reason,
+            "findings": [f.to_dict() for f in self.findings],
+            "resolves_to": self.resolves_to,
+            "verified": self.verified,
+            "device": self.device,
+        }
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> Verdict:
+        return cls(
+            mode=data["mode"],
+            status=Status(data["status"]),
+            findings=[Finding.from_dict(f) for f in data.get("findings", [])],
+            resolves_to=data.get("resolves_to"),
+            verified=bool(data.get("verified", False)),
+            device=data.get("device", "cuda"),
+        )
+
+
+@dataclass
+class Report:
+    """Everything one probe found, and the verdict for every mode."""
+
+    gpus: list[GPUInfo]
+    driver: DriverInfo
+    software: SoftwareStack
+    verdicts: dict[str, Verdict]
+    gpu_unavailable_reason: str | None = None
+    """Why no GPU is listed (no NVML library, driver not loaded, no devices...)."""
+    profile: str | None = None
+    """Name of the simulated profile judged instead of this machine's hardware."""
+    visible_devices: str | None = None
+    """CUDA_VISIBLE_DEVICES as it was when probed (None when unset)."""
+    memory_fit: dict[str, Any] | None = None
+    """Memory estimate and fit for a model (see probes.memory_fit), when one was given."""
+    probe_seconds: float | None = None
+    schema_version: str = SCHEMA_VERSION
+
+    @property
+    def simulated(self) -> bool:
+        return self.profile is not None
+
+    def verdict(self, mode: str) -> Verdict:
+        return self.verdicts[mode]
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "schema_version": self.schema_version,
+            "profile": self.profile,
+            "gpus": [gpu.to_dict() for gpu in self.gpus],
+            "gpu_unavailable_reason": self.gpu_unavailable_reason,
+            "visible_devices": self.visible_devices,
+            "driver": self.driver.to_dict(),
+            "software": self.software.to_dict(),
+            "verdicts": {mode: v.to_dict() for mode, v in self.verdicts.items()},
+            "memory_fit": self.memory_fit,
+            "probe_seconds": self.probe_seconds,
+        }
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> Report:
+        version = data.get("schema_version")
+        if version != SCHEMA_VERSION:
+            raise ValueError(
+                f"report schema_version {version!r} is not supported; expected {SCHEMA_VERSION!r}"
+            )
+        return cls(
+            gpus=[GPUInfo.from_dict(g) for g in data["gpus"]],
+            driver=DriverInfo.from_dict(data["driver"]),
+            software=SoftwareStack.from_dict(data["software"]),
+            verdicts={m: Verdict.from_dict(v) for m, v in data["verdicts"].items()},
+            gpu_unavailable_reason=data.get("gpu_unavailable_reason"),
+            profile=data.get("profile"),
+            visible_devices=data.get("visible_devices"),
+            memory_fit=data.get("memory_fit"),
+            probe_seconds=data.get("probe_seconds"),
+            schema_version=version,
+        )

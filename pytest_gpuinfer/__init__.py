@@ -1,0 +1,1 @@
+"""pytest-gpuinfer: gate, load and check Hugging Face models by what this GPU can run."""
