@@ -6,6 +6,7 @@ imported until a probe runs, and NVML is the only thing a default probe loads.
 
 from __future__ import annotations
 
+from probes.probe import probe
 from probes.report import (
     MODES,
     SCHEMA_VERSION,
@@ -17,6 +18,7 @@ from probes.report import (
     SoftwareStack,
     Status,
     Verdict,
+    parse_modes,
 )
 
 __all__ = [
@@ -30,4 +32,6 @@ __all__ = [
     "SoftwareStack",
     "Status",
     "Verdict",
+    "parse_modes",
+    "probe",
 ]

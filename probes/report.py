@@ -8,6 +8,7 @@ round-trips through JSON (``to_dict`` / ``from_dict``) under a versioned schema.
 from __future__ import annotations
 
 import enum
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
@@ -71,7 +72,9 @@ class GPUInfo:
     def to_dict(self) -> dict[str, Any]:
         data = asdict(self)
         if self.compute_capability is not None:
-            data["compute_capability"] = f"{self.compute_capability[0]}.{self.compute_capability[1]}"
+            data["compute_capability"] = (
+                f"{self.compute_capability[0]}.{self.compute_capability[1]}"
+            )
         return data
 
     @classmethod
@@ -279,3 +282,24 @@ class Report:
             probe_seconds=data.get("probe_seconds"),
             schema_version=version,
         )
+
+
+def parse_modes(value: str | Sequence[str], *, what: str = "mode") -> tuple[str, ...]:
+    """ "int8,fastpath" or ["int8", "fastpath"] -> validated modes; InputError names a bad one."""
+    from probes.errors import InputError
+
+    items = value.split(",") if isinstance(value, str) else list(value)
+    modes: list[str] = []
+    for item in items:
+        mode = str(item).strip().lower()
+        if not mode:
+            continue
+        if mode not in MODES:
+            raise InputError(f"unknown {what} {item!r}; expected one of: {', '.join(MODES)}")
+        if mode not in modes:
+            modes.append(mode)
+    if not modes:
+        raise InputError(
+            f"no {what} given in {value!r}; expected one or more of: {', '.join(MODES)}"
+        )
+    return tuple(modes)

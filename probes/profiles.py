@@ -1,0 +1,300 @@
+"""Simulated GPU profiles: judge hardware you do not have.
+
+A profile names a GPU model (compute capability, memory, bandwidth), how many of them
+the machine has, and optionally the software versions to assume instead of this
+machine's. Built-in profiles and user files (JSON or TOML) share one schema::
+
+    name = "t4-old-bnb"
+    base = "t4"                      # optional: start from a built-in profile
+    gpu_name = "Tesla T4"
+    compute_capability = "7.5"
+    memory = "15360MiB"              # per GPU, accelerate-style string or bytes
+    memory_bandwidth_gb_per_s = 320
+    gpu_count = 1
+    torch_cuda = "12.6"              # optional: the CUDA build of torch to assume
+    [software]                       # optional: versions that replace this machine's
+    bitsandbytes = "0.36.0"
+
+On the command line ``t4@bitsandbytes=0.36.0,transformers=4.30.0`` is shorthand for a
+built-in profile with software overrides.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Any
+
+from packaging.version import InvalidVersion, Version
+
+from probes.architectures import architecture_name, has_tensor_cores, parse_compute_capability
+from probes.errors import InputError
+from probes.report import GPUInfo
+
+_MIB = 1024**2
+
+
+@dataclass(frozen=True)
+class Profile:
+    name: str
+    gpu_name: str
+    compute_capability: tuple[int, int]
+    memory_bytes: int
+    memory_bandwidth_gb_per_s: float
+    gpu_count: int = 1
+    torch_cuda: str | None = None
+    software: Mapping[str, str] = field(default_factory=dict)
+    source: str = "built-in"
+
+    def gpus(self) -> list[GPUInfo]:
+        """The profile's GPUs; free memory is assumed equal to total (an idle card)."""
+        return [
+            GPUInfo(
+                index=i,
+                cuda_ordinal=i,
+                name=self.gpu_name,
+                compute_capability=self.compute_capability,
+                architecture=architecture_name(self.compute_capability),
+                total_memory_bytes=self.memory_bytes,
+                free_memory_bytes=self.memory_bytes,
+                used_memory_bytes=0,
+                memory_bandwidth_gb_per_s=self.memory_bandwidth_gb_per_s,
+                has_tensor_cores=has_tensor_cores(self.compute_capability, self.gpu_name),
+                simulated=True,
+            )
+            for i in range(self.gpu_count)
+        ]
+
+
+def _builtin(
+    name: str, gpu_name: str, cc: str, memory_mib: int, bandwidth: float, count: int = 1
+) -> Profile:
+    return Profile(
+        name=name,
+        gpu_name=gpu_name,
+        compute_capability=parse_compute_capability(cc),
+        memory_bytes=memory_mib * _MIB,
+        memory_bandwidth_gb_per_s=bandwidth,
+        gpu_count=count,
+    )
+
+
+# Memory is what NVML reports as total on each part (MiB); bandwidth from NVIDIA's
+# datasheets (GB/s). K80 is one of the board's two GPUs, as clouds rent it.
+BUILTIN_PROFILES: dict[str, Profile] = {
+    p.name: p
+    for p in (
+        _builtin("k80", "Tesla K80", "3.7", 11441, 240),
+        _builtin("p100", "Tesla P100-PCIE-16GB", "6.0", 16280, 732),
+        _builtin("p40", "Tesla P40", "6.1", 22919, 346),
+        _builtin("v100", "Tesla V100-SXM2-16GB", "7.0", 16160, 900),
+        _builtin("t4", "Tesla T4", "7.5", 15360, 320),
+        _builtin("gtx1660", "NVIDIA GeForce GTX 1660", "7.5", 6144, 192),
+        _builtin("a10", "NVIDIA A10", "8.6", 23028, 600),
+        _builtin("a100-40gb", "NVIDIA A100-SXM4-40GB", "8.0", 40960, 1555),
+        _builtin("a100-80gb", "NVIDIA A100-SXM4-80GB", "8.0", 81920, 2039),
+        _builtin("l4", "NVIDIA L4", "8.9", 23034, 300),
+        _builtin("rtx3090", "NVIDIA GeForce RTX 3090", "8.6", 24576, 936),
+        _builtin("rtx4090", "NVIDIA GeForce RTX 4090", "8.9", 24564, 1008),
+        _builtin("h100", "NVIDIA H100 80GB HBM3", "9.0", 81559, 3350),
+        _builtin("h200", "NVIDIA H200", "9.0", 143771, 4800),
+        _builtin("b200", "NVIDIA B200", "10.0", 183359, 8000),
+    )
+}
+
+_ALIASES = {
+    "a100": "a100-40gb",
+    "gtx-1660": "gtx1660",
+    "rtx-3090": "rtx3090",
+    "rtx-4090": "rtx4090",
+}
+
+_KEYS = {
+    "name",
+    "base",
+    "gpu_name",
+    "compute_capability",
+    "memory",
+    "memory_bandwidth_gb_per_s",
+    "gpu_count",
+    "torch_cuda",
+    "software",
+}
+_REQUIRED_WITHOUT_BASE = ("gpu_name", "compute_capability", "memory", "memory_bandwidth_gb_per_s")
+
+
+def profile_names() -> list[str]:
+    return list(BUILTIN_PROFILES)
+
+
+def _builtin_by_name(name: str) -> Profile | None:
+    key = name.strip().lower()
+    return BUILTIN_PROFILES.get(_ALIASES.get(key, key))
+
+
+def _check_version(package: str, version: object, where: str) -> str:
+    if not isinstance(version, str):
+        raise InputError(
+            f'{where}: version of {package!r} must be a string like "0.36.0", got {version!r}'
+        )
+    try:
+        Version(version)
+    except InvalidVersion:
+        raise InputError(
+            f"{where}: version {version!r} of {package!r} is not a valid version (e.g. 0.36.0)"
+        ) from None
+    return version
+
+
+def _parse_overrides(text: str, where: str) -> dict[str, str]:
+    overrides: dict[str, str] = {}
+    for item in filter(None, (part.strip() for part in text.split(","))):
+        package, sep, version = item.partition("=")
+        if not sep or not package.strip():
+            raise InputError(
+                f"{where}: override {item!r} is not of the form PACKAGE=VERSION "
+                "(e.g. bitsandbytes=0.36.0)"
+            )
+        package = package.strip().lower()
+        overrides[package] = _check_version(package, version.strip().lstrip("="), where)
+    return overrides
+
+
+def profile_from_mapping(data: Mapping[str, Any], *, source: str) -> Profile:
+    """Validate one profile mapping; InputError names the file and the bad key or value."""
+    unknown = sorted(set(data) - _KEYS)
+    if unknown:
+        raise InputError(
+            f"profile {source}: unknown key {unknown[0]!r}; "
+            f"expected keys: {', '.join(sorted(_KEYS))}"
+        )
+    base: Profile | None = None
+    if "base" in data:
+        base = _builtin_by_name(str(data["base"]))
+        if base is None:
+            raise InputError(
+                f"profile {source}: base {data['base']!r} is not a built-in profile; "
+                f"expected one of: {', '.join(BUILTIN_PROFILES)}"
+            )
+    else:
+        missing = [key for key in _REQUIRED_WITHOUT_BASE if key not in data]
+        if missing:
+            raise InputError(
+                f"profile {source}: missing key {missing[0]!r} (required unless 'base' names "
+                "a built-in profile)"
+            )
+    name = data.get("name", base.name if base else Path(source).stem)
+    if not isinstance(name, str) or not name.strip():
+        raise InputError(f"profile {source}: 'name' must be a non-empty string, got {name!r}")
+
+    gpu_name = data.get("gpu_name", base.gpu_name if base else None)
+    if not isinstance(gpu_name, str) or not gpu_name.strip():
+        raise InputError(
+            f"profile {source}: 'gpu_name' must be a non-empty string, got {gpu_name!r}"
+        )
+
+    if "compute_capability" in data:
+        try:
+            capability = parse_compute_capability(str(data["compute_capability"]))
+        except ValueError as error:
+            raise InputError(f"profile {source}: {error}") from None
+    else:
+        assert base is not None
+        capability = base.compute_capability
+
+    if "memory" in data:
+        from probes.memory_units import parse_memory
+
+        memory = parse_memory(data["memory"], what=f"profile {source}: 'memory'")
+        if memory <= 0:
+            raise InputError(f"profile {source}: 'memory' must be positive, got {data['memory']!r}")
+    else:
+        assert base is not None
+        memory = base.memory_bytes
+
+    bandwidth = data.get(
+        "memory_bandwidth_gb_per_s", base.memory_bandwidth_gb_per_s if base else None
+    )
+    if isinstance(bandwidth, bool) or not isinstance(bandwidth, (int, float)) or bandwidth <= 0:
+        raise InputError(
+            f"profile {source}: 'memory_bandwidth_gb_per_s' must be a positive number, "
+            f"got {bandwidth!r}"
+        )
+    count = data.get("gpu_count", base.gpu_count if base else 1)
+    if isinstance(count, bool) or not isinstance(count, int) or count < 1:
+        raise InputError(f"profile {source}: 'gpu_count' must be an integer >= 1, got {count!r}")
+
+    torch_cuda = data.get("torch_cuda", base.torch_cuda if base else None)
+    if torch_cuda is not None and not re.fullmatch(r"\d+\.\d+", str(torch_cuda)):
+        raise InputError(
+            f"profile {source}: 'torch_cuda' must look like \"12.6\", got {torch_cuda!r}"
+        )
+    software = dict(base.software) if base else {}
+    raw_software = data.get("software", {})
+    if not isinstance(raw_software, Mapping):
+        raise InputError(
+            f"profile {source}: 'software' must be a table of PACKAGE = \"VERSION\", "
+            f"got {raw_software!r}"
+        )
+    for package, version in raw_software.items():
+        software[str(package).lower()] = _check_version(str(package), version, f"profile {source}")
+    return Profile(
+        name=name.strip(),
+        gpu_name=gpu_name.strip(),
+        compute_capability=capability,
+        memory_bytes=memory,
+        memory_bandwidth_gb_per_s=float(bandwidth),
+        gpu_count=count,
+        torch_cuda=None if torch_cuda is None else str(torch_cuda),
+        software=software,
+        source=source,
+    )
+
+
+def _read_file(path: Path) -> Mapping[str, Any]:
+    try:
+        raw = path.read_bytes()
+    except OSError as error:
+        raise InputError(f"profile file {path}: cannot be read ({error.strerror})") from None
+    try:
+        if path.suffix.lower() == ".toml":
+            import tomllib
+
+            data: object = tomllib.loads(raw.decode("utf-8"))
+        else:
+            data = json.loads(raw)
+    except (ValueError, UnicodeDecodeError) as error:
+        kind = "TOML" if path.suffix.lower() == ".toml" else "JSON"
+        detail = str(error).splitlines()[0] if str(error) else type(error).__name__
+        raise InputError(f"profile file {path}: not valid {kind} ({detail})") from None
+    if not isinstance(data, Mapping):
+        raise InputError(f"profile file {path}: expected a table/object, got {type(data).__name__}")
+    return data
+
+
+def load_profile(spec: str | Path) -> Profile:
+    """A built-in name (with optional ``@pkg=ver,...`` overrides) or a JSON/TOML file."""
+    text = str(spec).strip()
+    if not text:
+        raise InputError(
+            f"profile name is empty; expected one of: {', '.join(BUILTIN_PROFILES)} or a file"
+        )
+    path = Path(text)
+    if path.suffix.lower() in (".json", ".toml") or path.exists():
+        if not path.is_file():
+            raise InputError(f"profile file {path} does not exist")
+        return profile_from_mapping(_read_file(path), source=str(path))
+    name, _, overrides = text.partition("@")
+    profile = _builtin_by_name(name)
+    if profile is None:
+        raise InputError(
+            f"unknown profile {name!r}; expected one of: {', '.join(BUILTIN_PROFILES)} "
+            "or a .json/.toml profile file"
+        )
+    if overrides:
+        software = {**profile.software, **_parse_overrides(overrides, f"profile {text!r}")}
+        profile = replace(profile, software=software, name=text)
+    return profile
