@@ -1,0 +1,48 @@
+from __future__ import annotations
+
+import json
+import os
+import sys
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+FAKES_DIR = Path(__file__).parent / "fakes"
+
+
+def _drop_fake_pynvml() -> None:
+    module = sys.modules.get("pynvml")
+    if module is not None and Path(getattr(module, "__file__", "") or "").parent == FAKES_DIR:
+        del sys.modules["pynvml"]
+
+
+@pytest.fixture
+def fake_nvml(
+    monkeypatch: pytest.MonkeyPatch,
+) -> Iterator[Callable[[dict[str, Any] | None], None]]:
+    """``install(spec)``: make ``import pynvml`` give the fake NVML describing ``spec``.
+
+    Works in this process and in subprocesses (pytester, xdist workers) through
+    PYTHONPATH and GPUINFER_FAKE_NVML. ``install(None)`` is a machine without a driver.
+    See tests/fakes/pynvml.py for the spec format, tests/fakes/nvml_specs.py for machines.
+    """
+
+    def install(spec: dict[str, Any] | None) -> None:
+        monkeypatch.syspath_prepend(str(FAKES_DIR))
+        pythonpath = os.environ.get("PYTHONPATH")
+        monkeypatch.setenv(
+            "PYTHONPATH",
+            os.pathsep.join([str(FAKES_DIR), pythonpath] if pythonpath else [str(FAKES_DIR)]),
+        )
+        if spec is None:
+            monkeypatch.delenv("GPUINFER_FAKE_NVML", raising=False)
+        else:
+            monkeypatch.setenv("GPUINFER_FAKE_NVML", json.dumps(spec))
+        # A real pynvml imported earlier would shadow the fake; monkeypatch restores it.
+        monkeypatch.delitem(sys.modules, "pynvml", raising=False)
+
+    yield install
+    # Runs before monkeypatch's undo, so a real pynvml cached before the test comes back.
+    _drop_fake_pynvml()
