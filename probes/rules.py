@@ -69,7 +69,7 @@ class Facts:
 
     @property
     def gpu_label(self) -> str:
-        return self.gpu.label if self.gpu else "no GPU (CPU)"
+        return self.gpu.label if self.gpu else "the CPU (no GPU)"
 
     @property
     def tensor_cores(self) -> tuple[str, ...]:
@@ -335,20 +335,18 @@ RULES: tuple[Rule, ...] = (
         found=lambda f: f"{f.pkg('transformers')} with {f.pkg('bitsandbytes')}",
     ),
     Rule(
-        id="transformers-multibackend-vs-bnb-0.47",
+        id="transformers-multibackend-cpu-bug",
         modes=QUANTIZED,
-        device="any",
-        requirement="transformers 4.46-4.48 cannot use bitsandbytes >= 0.47 (its multi-backend "
-        "check fails: 'frozenset' object has no attribute 'discard')",
+        device="cpu",
+        requirement="on a CPU-only machine transformers 4.45-4.50 cannot load bitsandbytes "
+        "models (its multi-backend check calls discard() on a frozenset)",
         otherwise=Status.UNSUPPORTED,
-        source="seen on CPU with transformers 4.48.3 + bitsandbytes 0.50.2 (REFERENCE §2)",
-        applies=lambda f: (
-            f.has("bitsandbytes")
-            and f.has("transformers")
-            and Version("4.46") <= f.version("transformers") < Version("4.49")
-        ),
-        holds=lambda f: f.version("bitsandbytes") < Version("0.47"),
-        found=lambda f: f"{f.pkg('transformers')} with {f.pkg('bitsandbytes')}",
+        source="transformers 4.45-4.50 integrations/bitsandbytes.py "
+        "_validate_bnb_multi_backend_availability, fixed in 4.51; seen with 4.48.3 + "
+        "bitsandbytes 0.50.2",
+        applies=lambda f: f.has("bitsandbytes") and f.has("transformers"),
+        holds=lambda f: not (Version("4.45") <= f.version("transformers") < Version("4.51")),
+        found=lambda f: f"{f.pkg('transformers')} with {f.pkg('bitsandbytes')} and no GPU",
     ),
     Rule(
         id="bnb-lt-0.37-needs-turing",

@@ -1,0 +1,132 @@
+"""Plain-text renderings of a Report, shared by the CLI and the pytest header."""
+
+from __future__ import annotations
+
+import textwrap
+from collections.abc import Iterable, Sequence
+
+from probes.architectures import tensor_core_precisions
+from probes.memory_units import format_bytes
+from probes.report import GPUInfo, Report, SoftwareStack, Status, Verdict
+
+_STACK = ("torch", "transformers", "accelerate", "bitsandbytes", "optimum", "flash-attn")
+_MARK = {
+    Status.SUPPORTED: "ok",
+    Status.DEGRADED: "degraded",
+    Status.UNSUPPORTED: "no",
+    Status.UNKNOWN: "unknown",
+}
+
+
+def _memory(value: int | None) -> str:
+    return "?" if value is None else format_bytes(value)
+
+
+def gpu_line(gpu: GPUInfo) -> str:
+    """ "cuda:0 NVIDIA H100 80GB HBM3, cc 9.0 Hopper, free 79.1 GiB / 79.6 GiB"."""
+    ordinal = gpu.cuda_ordinal if gpu.cuda_ordinal is not None else gpu.index
+    parts = [f"cuda:{ordinal} {gpu.name or 'unknown GPU'}"]
+    if gpu.compute_capability is not None:
+        major, minor = gpu.compute_capability
+        parts.append(f"cc {major}.{minor} {gpu.architecture or ''}".rstrip())
+        cores = tensor_core_precisions(gpu.compute_capability, gpu.name)
+        parts.append("tensor cores: " + (" ".join(cores) if cores else "none"))
+    else:
+        parts.append(f"cc unknown ({gpu.unknown.get('compute_capability', 'not reported')})")
+    free = gpu.free_memory_bytes
+    if free is None and "free_memory_bytes" in gpu.unknown:
+        parts.append(f"memory unknown ({gpu.unknown['free_memory_bytes']})")
+    else:
+        parts.append(f"free {_memory(free)} / {_memory(gpu.total_memory_bytes)}")
+    if gpu.mig_mode:
+        parts.append("MIG on")
+    if "lost" in " ".join(gpu.unknown.values()).lower():
+        parts.append("GPU LOST")
+    return ", ".join(parts)
+
+
+def stack_line(software: SoftwareStack) -> str:
+    items = [f"Python {software.python}"]
+    for name in _STACK:
+        version = software.packages.get(name)
+        if version is None and name in ("optimum", "flash-attn"):
+            continue
+        text = f"{name} {version or '-'}"
+        if name == "torch" and version:
+            if software.torch_cuda:
+                text += f" (CUDA {software.torch_cuda})"
+            elif software.torch_hip:
+                text += f" (ROCm {software.torch_hip})"
+            elif software.assumed_torch_build:
+                text += " (CUDA build assumed)"
+            else:
+                text += " (CPU build)"
+        if name in software.overridden:
+            text += " [profile]"
+        items.append(text)
+    return ", ".join(items)
+
+
+def verdicts_line(verdicts: Iterable[Verdict]) -> str:
+    """ "fp32 ok | fp16 ok | bf16 no | int8 ok | nf4 ok | fastpath ok (sdpa)"."""
+    return " | ".join(f"{v.mode} {_MARK[v.status]}" for v in verdicts)
+
+
+def machine_lines(report: Report) -> list[str]:
+    """Where the verdicts apply: the GPUs, or why there are none."""
+    lines: list[str] = []
+    if report.simulated:
+        lines.append(f"SIMULATED profile {report.profile!r}: judged as that hardware, not this one")
+    if report.gpus:
+        lines.extend(gpu_line(gpu) for gpu in report.gpus)
+    else:
+        why = report.gpu_unavailable_reason or "no GPU visible"
+        lines.append(f"no GPU: {why}; judging the CPU")
+    if not report.simulated and report.driver.driver_version:
+        cuda = report.driver.cuda_driver_version or "?"
+        lines.append(f"driver {report.driver.driver_version} (CUDA {cuda})")
+    return lines
+
+
+def _wrap(text: str, width: int) -> list[str]:
+    return textwrap.wrap(text, width=width) or [""]
+
+
+def verdict_table(verdicts: Sequence[Verdict], *, width: int = 100) -> list[str]:
+    header = f"{'mode':<9}{'verdict':<13}reason"
+    lines = [header, "-" * min(width, 100)]
+    reason_width = max(40, width - 22)
+    for verdict in verdicts:
+        status = verdict.status.value + ("*" if verdict.verified else "")
+        reasons = list(verdict.reasons)
+        if verdict.resolves_to:
+            reasons.append(f"loads as {verdict.resolves_to}")
+        first = True
+        for reason in reasons:
+            for chunk in _wrap(reason, reason_width):
+                prefix = f"{verdict.mode:<9}{status:<13}" if first else " " * 22
+                lines.append(prefix + chunk)
+                first = False
+    return lines
+
+
+def audit_text(report: Report, *, width: int = 100) -> str:
+    title = "gpuinfer audit"
+    lines = [title, "=" * len(title), *machine_lines(report), stack_line(report.software), ""]
+    lines.extend(verdict_table(list(report.verdicts.values()), width=width))
+    native = report.software.bitsandbytes_native
+    if native.state != "not-run":
+        cached = " (cached)" if native.cached else ""
+        lines.append(
+            f"* verified: bitsandbytes int8 matmul {native.state}{cached}: {native.detail}"
+        )
+    elif "int8" in report.verdicts or "nf4" in report.verdicts:
+        lines.append(
+            "int8/nf4 verdicts are inferred from versions; --verify runs a real int8 matmul"
+        )
+    if not report.gpus and not report.simulated:
+        lines.append(
+            "Without a GPU, fp32/bf16, SDPA and bitsandbytes int8 (>= 0.47) still run on the CPU; "
+            "try --profile t4 (see `gpuinfer profiles`) to judge a GPU you do not have."
+        )
+    return "\n".join(lines)

@@ -1,0 +1,179 @@
+"""``gpuinfer``: audit this machine (or a simulated GPU) for Hugging Face inference modes.
+
+Exit codes: 0 every requested mode runs (and the model fits, when one is given);
+1 some mode does not; 2 bad input. ``--strict`` also fails on "degraded".
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from collections.abc import Sequence
+from typing import NoReturn
+
+from probes.errors import InputError
+from probes.report import MODES, Report, Status, parse_modes
+
+EXIT_OK = 0
+EXIT_NOT_SUPPORTED = 1
+EXIT_USAGE = 2
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse, but a bad argument is one line and exit 2, without the usage dump."""
+
+    def error(self, message: str) -> NoReturn:
+        self.exit(EXIT_USAGE, f"{self.prog}: error: {message}\n")
+
+
+def _build_parser() -> argparse.ArgumentParser:
+    parser = _Parser(
+        prog="gpuinfer",
+        description="Can this machine run a Hugging Face model in int8, fastpath, fp16 ...?",
+    )
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
+    audit = sub.add_parser("audit", help="judge every mode on this machine or a profile")
+    audit.add_argument("--model", metavar="PATH", help="model directory, config.json or cached id")
+    audit.add_argument(
+        "--modes",
+        metavar="LIST",
+        default=",".join(MODES),
+        help=f"comma-separated modes to judge (default: all of {','.join(MODES)})",
+    )
+    audit.add_argument(
+        "--profile",
+        metavar="NAME|FILE",
+        help="judge a simulated GPU (see `gpuinfer profiles`) instead of this machine",
+    )
+    audit.add_argument(
+        "--max-memory",
+        metavar="SPEC",
+        help='memory per device for the planned device map, e.g. "0=20GiB,cpu=64GiB"',
+    )
+    audit.add_argument("--json", action="store_true", help="print the whole report as JSON")
+    audit.add_argument(
+        "--verify",
+        action="store_true",
+        help="run one real bitsandbytes int8 matmul in a child process (seconds; cached)",
+    )
+    audit.add_argument(
+        "--strict", action="store_true", help="exit 1 on 'degraded' too, not only 'unsupported'"
+    )
+    sub.add_parser("profiles", help="list the built-in simulated GPU profiles")
+    matrix = sub.add_parser("matrix", help="print the compatibility matrix (Markdown)")
+    matrix.add_argument("--output", metavar="FILE", help="write it to FILE instead of stdout")
+    matrix.add_argument(
+        "--check", action="store_true", help="exit 1 when FILE differs from the rules table"
+    )
+    return parser
+
+
+def _exit_code(report: Report, modes: Sequence[str], strict: bool) -> int:
+    allowed = {Status.SUPPORTED} if strict else {Status.SUPPORTED, Status.DEGRADED}
+    if any(report.verdicts[mode].status not in allowed for mode in modes):
+        return EXIT_NOT_SUPPORTED
+    fit = report.memory_fit
+    if fit is not None:
+        for mode in modes:
+            if not fit.get("modes", {}).get(mode, {}).get("fits", True):
+                return EXIT_NOT_SUPPORTED
+    return EXIT_OK
+
+
+def _audit(args: argparse.Namespace) -> int:
+    from probes.probe import probe
+
+    modes = parse_modes(args.modes, what="mode in --modes")
+    max_memory = None
+    if args.max_memory is not None:
+        from probes.memory_units import parse_max_memory
+
+        max_memory = parse_max_memory(args.max_memory)
+    report = probe(args.profile, verify=args.verify, modes=modes)
+    fit_rows: list[str] = []
+    if args.model is not None:
+        from probes.memory_fit import estimate_model_memory, fit_on_devices
+
+        estimate = estimate_model_memory(args.model, modes=modes)
+        fit = fit_on_devices(estimate, report.gpus, max_memory=max_memory)
+        report.memory_fit = fit.to_dict()
+        fit_rows = fit.render_lines()
+    elif max_memory is not None:
+        raise InputError("--max-memory plans a device map for a model: give --model PATH too")
+    if args.json:
+        print(json.dumps(report.to_dict(), indent=2, sort_keys=False))
+    else:
+        from probes.render import audit_text
+
+        print(audit_text(report))
+        if fit_rows:
+            print()
+            print("\n".join(fit_rows))
+    return _exit_code(report, modes, args.strict)
+
+
+def _profiles() -> int:
+    from probes.memory_units import format_bytes
+    from probes.profiles import BUILTIN_PROFILES
+
+    print(f"{'name':<11}{'GPU':<26}{'cc':<6}{'memory':>11}{'bandwidth':>12}  gpus")
+    for p in BUILTIN_PROFILES.values():
+        cc = f"{p.compute_capability[0]}.{p.compute_capability[1]}"
+        bandwidth = f"{p.memory_bandwidth_gb_per_s:.0f} GB/s"
+        print(
+            f"{p.name:<11}{p.gpu_name:<26}{cc:<6}{format_bytes(p.memory_bytes):>11}"
+            f"{bandwidth:>12}  {p.gpu_count}"
+        )
+    print("\nA JSON/TOML file with the same fields adds a profile: see docs/audit.md.")
+    return EXIT_OK
+
+
+def _matrix(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from probes.matrix import render_matrix
+
+    text = render_matrix()
+    if args.output is None:
+        print(text, end="")
+        return EXIT_OK
+    path = Path(args.output)
+    if args.check:
+        try:
+            current = path.read_text(encoding="utf-8")
+        except OSError as error:
+            raise InputError(f"cannot read {path}: {error.strerror}") from None
+        if current != text:
+            print(f"{path} is stale: regenerate it with `gpuinfer matrix --output {path}`")
+            return EXIT_NOT_SUPPORTED
+        print(f"{path} matches the rules table")
+        return EXIT_OK
+    try:
+        path.write_text(text, encoding="utf-8")
+    except OSError as error:
+        raise InputError(f"cannot write {path}: {error.strerror}") from None
+    return EXIT_OK
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = _build_parser()
+    args = parser.parse_args(argv)
+    try:
+        if args.command == "audit":
+            return _audit(args)
+        if args.command == "profiles":
+            return _profiles()
+        if args.command == "matrix":
+            return _matrix(args)
+        parser.print_help()
+        return EXIT_USAGE
+    except InputError as error:
+        print(f"gpuinfer: error: {error}", file=sys.stderr)
+        return EXIT_USAGE
+    except BrokenPipeError:
+        return EXIT_OK
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
