@@ -65,7 +65,15 @@ NVML_ERROR_LIB_RM_VERSION_MISMATCH = 18
 NVML_ERROR_IN_USE = 19
 NVML_ERROR_MEMORY = 20
 NVML_ERROR_NO_DATA = 21
+NVML_ERROR_VGPU_ECC_NOT_SUPPORTED = 22
+NVML_ERROR_INSUFFICIENT_RESOURCES = 23
+NVML_ERROR_FREQ_NOT_SUPPORTED = 24
 NVML_ERROR_ARGUMENT_VERSION_MISMATCH = 25
+NVML_ERROR_DEPRECATED = 26
+NVML_ERROR_NOT_READY = 27
+NVML_ERROR_GPU_NOT_FOUND = 28
+NVML_ERROR_INVALID_STATE = 29
+NVML_ERROR_RESET_TYPE_NOT_SUPPORTED = 30
 NVML_ERROR_UNKNOWN = 999
 
 NVML_DEVICE_MIG_DISABLE = 0
@@ -129,14 +137,14 @@ for _constant, _code in list(globals().items()):
         NVMLError._valClassMapping[_code] = _cls
 
 # Spelled out for readers and type checkers; the loop above made them.
-NVMLError_NotSupported: type[NVMLError] = globals()["NVMLError_NotSupported"]
-NVMLError_LibraryNotFound: type[NVMLError] = globals()["NVMLError_LibraryNotFound"]
-NVMLError_DriverNotLoaded: type[NVMLError] = globals()["NVMLError_DriverNotLoaded"]
-NVMLError_GpuIsLost: type[NVMLError] = globals()["NVMLError_GpuIsLost"]
-NVMLError_FunctionNotFound: type[NVMLError] = globals()["NVMLError_FunctionNotFound"]
-NVMLError_Uninitialized: type[NVMLError] = globals()["NVMLError_Uninitialized"]
-NVMLError_InvalidArgument: type[NVMLError] = globals()["NVMLError_InvalidArgument"]
-NVMLError_NotFound: type[NVMLError] = globals()["NVMLError_NotFound"]
+NVMLError_NotSupported: Any = globals()["NVMLError_NotSupported"]
+NVMLError_LibraryNotFound: Any = globals()["NVMLError_LibraryNotFound"]
+NVMLError_DriverNotLoaded: Any = globals()["NVMLError_DriverNotLoaded"]
+NVMLError_GpuIsLost: Any = globals()["NVMLError_GpuIsLost"]
+NVMLError_FunctionNotFound: Any = globals()["NVMLError_FunctionNotFound"]
+NVMLError_Uninitialized: Any = globals()["NVMLError_Uninitialized"]
+NVMLError_InvalidArgument: Any = globals()["NVMLError_InvalidArgument"]
+NVMLError_NotFound: Any = globals()["NVMLError_NotFound"]
 
 calls: list[str] = []
 """Every API call made, by function name, in order (tests read it)."""
@@ -201,8 +209,8 @@ def _spec() -> dict[str, Any]:
 
 
 def _raise(failure: str) -> None:
-    error_class = globals().get(f"NVMLError_{failure}")
-    if isinstance(error_class, type) and issubclass(error_class, NVMLError):
+    error_class: Any = globals().get(f"NVMLError_{failure}")
+    if error_class in NVMLError._valClassMapping.values():
         raise error_class()
     builtin = getattr(builtins, failure, None)
     if isinstance(builtin, type) and issubclass(builtin, Exception):
