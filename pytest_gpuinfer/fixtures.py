@@ -1,0 +1,137 @@
+"""Fixtures that load models: ``load_model`` (a factory over a session cache) and
+``gpuinfer_model`` (the model configured with ``--gpuinfer-model``).
+
+They rely on the plugin's ``gpu_report``, ``gpuinfer_settings`` and ``inference_mode``
+fixtures. Importing this module imports no torch or transformers.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator, Mapping
+from typing import TYPE_CHECKING, Any, NoReturn, Protocol
+
+import pytest
+
+from probes.errors import InputError
+from pytest_gpuinfer import loading
+
+if TYPE_CHECKING:
+    from probes.report import Report
+
+
+class LoadModel(Protocol):
+    """The callable the ``load_model`` fixture returns."""
+
+    def __call__(
+        self,
+        name_or_path: str | os.PathLike[str],
+        mode: str | None = None,
+        *,
+        private: bool = False,
+        device_map: Any = "auto",
+        max_memory: str | Mapping[Any, Any] | None = None,
+        task: str = "causal-lm",
+        **kwargs: Any,
+    ) -> loading.LoadedModel: ...
+
+
+def _strict(settings: object) -> bool:
+    return bool(getattr(settings, "strict", False))
+
+
+def _unavailable(error: loading.ModeUnavailable, report: Report, settings: object) -> NoReturn:
+    __tracebackhide__ = True
+    from pytest_gpuinfer import gating
+
+    verdict = report.verdicts.get(error.mode)
+    if report.simulated and report.profile is not None and verdict is not None and verdict.ok:
+        # The requirements are met; the GPU only exists on paper. Never a failure.
+        pytest.skip(gating.simulated_reason(report.profile))
+    gating.unmet(f"{error.mode}: {error.reason}", strict=_strict(settings))
+
+
+@pytest.fixture(scope="session")
+def gpuinfer_model_cache(gpu_report: Report) -> Iterator[loading.ModelCache]:
+    """The session's model cache; cleared (memory freed) when the session ends."""
+    cache = loading.ModelCache(gpu_report)
+    yield cache
+    cache.clear()
+
+
+@pytest.fixture
+def load_model(
+    request: pytest.FixtureRequest,
+    gpuinfer_model_cache: loading.ModelCache,
+    gpuinfer_settings: object,
+) -> LoadModel:
+    """Factory: ``load_model(name_or_path, mode=None, *, private=False, device_map="auto",
+    max_memory=None, task="causal-lm", **kwargs) -> LoadedModel``.
+
+    ``mode`` defaults to the test's ``inference_mode``. Loads are cached for the session
+    (``private=True`` gives a copy the test may change). A mode this machine cannot run
+    skips the test (fails it under ``--gpuinfer-strict``); a CUDA out-of-memory or bad
+    input fails only this test.
+    """
+    default_mode: str | None = None
+    if "inference_mode" in request.fixturenames:
+        default_mode = request.getfixturevalue("inference_mode")
+    cache = gpuinfer_model_cache
+
+    def load(
+        name_or_path: str | os.PathLike[str],
+        mode: str | None = None,
+        *,
+        private: bool = False,
+        device_map: Any = "auto",
+        max_memory: str | Mapping[Any, Any] | None = None,
+        task: str = "causal-lm",
+        **kwargs: Any,
+    ) -> loading.LoadedModel:
+        __tracebackhide__ = True
+        chosen = mode if mode is not None else default_mode
+        if chosen is None:
+            pytest.fail(
+                "load_model: no mode given and the test does not use inference_mode; "
+                "pass one of " + ", ".join(loading.MODES),
+                pytrace=False,
+            )
+        try:
+            return cache.get(
+                name_or_path,
+                chosen,
+                private=private,
+                device_map=device_map,
+                max_memory=max_memory,
+                task=task,
+                **kwargs,
+            )
+        except loading.ModeUnavailable as error:
+            assert cache.report is not None
+            _unavailable(error, cache.report, gpuinfer_settings)
+        except loading.ModelLoadOOM as error:
+            pytest.fail(str(error), pytrace=False)
+        except InputError as error:
+            pytest.fail(f"load_model: {error}", pytrace=False)
+
+    return load
+
+
+@pytest.fixture
+def gpuinfer_model(
+    load_model: LoadModel, inference_mode: str, gpuinfer_settings: object
+) -> loading.LoadedModel:
+    """The model named by ``--gpuinfer-model`` (ini ``gpuinfer_model``), loaded in the
+    current ``inference_mode``; the task is read from its config."""
+    __tracebackhide__ = True
+    name = getattr(gpuinfer_settings, "model", None)
+    if not name:
+        pytest.skip(
+            "gpuinfer_model: no model configured; pass --gpuinfer-model PATH or set "
+            "gpuinfer_model in the ini file"
+        )
+    try:
+        task = loading.infer_task(name)
+    except InputError as error:
+        pytest.fail(f"gpuinfer_model: {error}", pytrace=False)
+    return load_model(name, inference_mode, task=task)
