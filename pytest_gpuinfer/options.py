@@ -1,0 +1,290 @@
+"""The plugin's options: each one a command-line flag, an ini key and an environment variable.
+
+Precedence is command line > environment > ini file. Every value is validated here, and a
+bad one becomes a ``pytest.UsageError`` that names where it came from and what it was.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+import pytest
+
+_TRUE = frozenset({"1", "true", "yes", "on"})
+_FALSE = frozenset({"0", "false", "no", "off"})
+
+Kind = Literal["bool", "modes", "text", "path"]
+
+
+@dataclass(frozen=True)
+class OptionSpec:
+    dest: str
+    flag: str
+    ini: str
+    env: str
+    kind: Kind
+    metavar: str | None
+    help: str
+
+
+OPTIONS: tuple[OptionSpec, ...] = (
+    OptionSpec(
+        "enabled",
+        "--gpuinfer",
+        "gpuinfer",
+        "GPUINFER",
+        "bool",
+        None,
+        "enable pytest-gpuinfer: probe the GPUs, gate marked tests, parametrize inference_mode",
+    ),
+    OptionSpec(
+        "strict",
+        "--gpuinfer-strict",
+        "gpuinfer_strict",
+        "GPUINFER_STRICT",
+        "bool",
+        None,
+        "fail tests whose requirements are unmet instead of skipping them",
+    ),
+    OptionSpec(
+        "modes",
+        "--gpuinfer-modes",
+        "gpuinfer_modes",
+        "GPUINFER_MODES",
+        "modes",
+        "LIST",
+        "comma-separated modes to parametrize inference_mode with "
+        "(fp32, fp16, bf16, int8, nf4, fastpath; default: all)",
+    ),
+    OptionSpec(
+        "profile",
+        "--gpuinfer-profile",
+        "gpuinfer_profile",
+        "GPUINFER_PROFILE",
+        "text",
+        "NAME|FILE",
+        "judge a simulated GPU (built-in profile name or profile file) instead of this machine's",
+    ),
+    OptionSpec(
+        "report_path",
+        "--gpuinfer-report",
+        "gpuinfer_report",
+        "GPUINFER_REPORT",
+        "path",
+        "PATH",
+        "write the probe report and every test's outcome, mode and requirements as JSON",
+    ),
+    OptionSpec(
+        "model",
+        "--gpuinfer-model",
+        "gpuinfer_model",
+        "GPUINFER_MODEL",
+        "text",
+        "NAME|PATH",
+        "model the gpuinfer_model fixture loads",
+    ),
+)
+
+_BY_DEST = {spec.dest: spec for spec in OPTIONS}
+
+
+@dataclass(frozen=True)
+class Settings:
+    """The plugin's resolved settings (what the ``gpuinfer_settings`` fixture returns)."""
+
+    enabled: bool = False
+    strict: bool = False
+    profile: str | None = None
+    model: str | None = None
+    modes: tuple[str, ...] = ("fp32", "fp16", "bf16", "int8", "nf4", "fastpath")
+    """Modes ``inference_mode`` is parametrized with when a test's marker names none."""
+    modes_selected: bool = False
+    """True when ``--gpuinfer-modes`` (or its ini key / variable) chose ``modes``."""
+    report_path: Path | None = None
+    sources: dict[str, str] = field(default_factory=dict)
+    """Where each setting came from, e.g. ``{"strict": "environment variable GPUINFER_STRICT"}``."""
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "enabled": self.enabled,
+            "strict": self.strict,
+            "profile": self.profile,
+            "model": self.model,
+            "modes": list(self.modes),
+            "modes_selected": self.modes_selected,
+            "report_path": None if self.report_path is None else str(self.report_path),
+            "sources": dict(self.sources),
+        }
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> Settings:
+        report_path = data.get("report_path")
+        return cls(
+            enabled=bool(data["enabled"]),
+            strict=bool(data["strict"]),
+            profile=data.get("profile"),
+            model=data.get("model"),
+            modes=tuple(data["modes"]),
+            modes_selected=bool(data.get("modes_selected", False)),
+            report_path=None if report_path is None else Path(report_path),
+            sources=dict(data.get("sources", {})),
+        )
+
+
+def add_options(parser: pytest.Parser) -> None:
+    group = parser.getgroup("gpuinfer", "GPU inference gating (pytest-gpuinfer)")
+    for spec in OPTIONS:
+        env_help = f" [env {spec.env}, ini {spec.ini}]"
+        if spec.dest == "enabled":
+            # --no-gpuinfer lets a command line switch off an ini/env "gpuinfer = true".
+            group.addoption(
+                spec.flag,
+                dest="gpuinfer_enabled",
+                action=argparse.BooleanOptionalAction,
+                default=None,
+                help=spec.help + env_help,
+            )
+        elif spec.kind == "bool":
+            group.addoption(
+                spec.flag,
+                dest=f"gpuinfer_{spec.dest}",
+                action="store_true",
+                default=None,
+                help=spec.help + env_help,
+            )
+        else:
+            group.addoption(
+                spec.flag,
+                dest=f"gpuinfer_{spec.dest}",
+                metavar=spec.metavar,
+                default=None,
+                help=spec.help + env_help,
+            )
+        parser.addini(
+            spec.ini,
+            type=_ini_type(spec),
+            default=None,
+            help=spec.help,
+        )
+
+
+def _ini_type(spec: OptionSpec) -> Literal["bool", "string"]:
+    return "bool" if spec.kind == "bool" else "string"
+
+
+def _raw(
+    config: pytest.Config, spec: OptionSpec, environ: Mapping[str, str]
+) -> tuple[object, str] | None:
+    """The winning raw value of one option and a description of its source."""
+    cli = config.getoption(f"gpuinfer_{spec.dest}", None)
+    if cli is not None:
+        return cli, f"command line {spec.flag}"
+    env = environ.get(spec.env)
+    if env is not None and env.strip() != "":
+        return env, f"environment variable {spec.env}"
+    try:
+        ini = config.getini(spec.ini)
+    except pytest.UsageError as exc:
+        raise pytest.UsageError(f"gpuinfer: ini option {spec.ini}: {exc}") from None
+    if ini is None or ini == "":
+        return None
+    return ini, f"ini option {spec.ini}"
+
+
+def _bool(value: object, source: str) -> bool:
+    if isinstance(value, bool):
+        return value
+    text = str(value).strip().lower()
+    if text in _TRUE:
+        return True
+    if text in _FALSE:
+        return False
+    raise pytest.UsageError(
+        f"gpuinfer: {source}={value!r} is not a boolean; "
+        "expected one of 1/0, true/false, yes/no, on/off"
+    )
+
+
+def parse_modes(value: str, source: str) -> tuple[str, ...]:
+    """Parse "fp16,int8" into known, de-duplicated modes, or raise a UsageError."""
+    from probes.errors import InputError
+    from probes.report import parse_modes as parse
+
+    try:
+        return parse(value)
+    except InputError as exc:
+        raise pytest.UsageError(f"gpuinfer: {source}={value!r}: {exc}") from None
+
+
+def _report_path(value: str, source: str, base: Path) -> Path:
+    path = Path(os.path.expanduser(value))
+    if not path.is_absolute():
+        path = base / path
+    directory = path.parent
+    if path.is_dir():
+        raise pytest.UsageError(f"gpuinfer: {source}={value!r} is a directory; expected a file")
+    if not directory.is_dir():
+        raise pytest.UsageError(
+            f"gpuinfer: {source}={value!r} cannot be written: directory {str(directory)!r} "
+            "does not exist"
+        )
+    if not os.access(directory, os.W_OK | os.X_OK) or (
+        path.exists() and not os.access(path, os.W_OK)
+    ):
+        raise pytest.UsageError(
+            f"gpuinfer: {source}={value!r} cannot be written: permission denied"
+        )
+    return path
+
+
+def is_enabled(config: pytest.Config, environ: Mapping[str, str] | None = None) -> bool:
+    """Whether the plugin is on: ``--gpuinfer`` / ``--no-gpuinfer``, GPUINFER, ini ``gpuinfer``.
+
+    Any other ``--gpuinfer-*`` flag given on the command line switches it on too, so that
+    ``pytest --gpuinfer-strict`` never silently runs ungated.
+    """
+    environ = os.environ if environ is None else environ
+    explicit = config.getoption("gpuinfer_enabled", None)
+    if explicit is not None:
+        return bool(explicit)
+    for spec in OPTIONS[1:]:
+        if config.getoption(f"gpuinfer_{spec.dest}", None) is not None:
+            return True
+    raw = _raw(config, _BY_DEST["enabled"], environ)
+    return False if raw is None else _bool(*raw)
+
+
+def resolve(config: pytest.Config, environ: Mapping[str, str] | None = None) -> Settings:
+    """Resolve and validate every option; a bad value raises ``pytest.UsageError``."""
+    environ = os.environ if environ is None else environ
+    enabled = is_enabled(config, environ)
+    values: dict[str, Any] = {"enabled": enabled}
+    sources: dict[str, str] = {}
+    for spec in OPTIONS[1:]:
+        raw = _raw(config, spec, environ)
+        if raw is None:
+            continue
+        value, source = raw
+        sources[spec.dest] = source
+        if spec.kind == "bool":
+            values[spec.dest] = _bool(value, source)
+        elif spec.kind == "modes":
+            values["modes"] = parse_modes(str(value), source)
+            values["modes_selected"] = True
+        elif spec.kind == "path":
+            if source.startswith("ini") and config.inipath is not None:
+                base = config.inipath.parent
+            else:
+                base = config.invocation_params.dir
+            values[spec.dest] = _report_path(str(value), source, base)
+        else:
+            text = str(value).strip()
+            if not text:
+                raise pytest.UsageError(f"gpuinfer: {source} is empty")
+            values[spec.dest] = text
+    return Settings(**values, sources=sources)

@@ -1,0 +1,367 @@
+"""pytest-gpuinfer's hooks and fixtures.
+
+Dormant unless enabled (``--gpuinfer``, ``GPUINFER=1`` or ini ``gpuinfer = true``): then it
+only registers its marker, so ``--strict-markers`` runs never break, and its fixtures skip
+with a hint. Enabled, it probes once in the controller (NVML, never CUDA) and registers a
+``GpuinferSession`` that gates, parametrizes, reports and pins xdist workers.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Generator
+from typing import TYPE_CHECKING, Any
+
+import pytest
+
+from pytest_gpuinfer import options
+
+if TYPE_CHECKING:
+    from probes.report import Report
+    from pytest_gpuinfer.requirements import Requirements
+    from pytest_gpuinfer.xdist_support import Assignment
+
+MARKER_LINE = (
+    "gpuinfer(modes=[...], gpus=N, compute_capability='>=7.5', free_memory='8GiB', "
+    "total_memory='24GiB', tensor_cores=['int8'], packages={'bitsandbytes': '>=0.45'}): "
+    "run the test only where these hold (pytest-gpuinfer); unmet: skip, or fail with "
+    "--gpuinfer-strict"
+)
+
+NOT_ENABLED = (
+    "pytest-gpuinfer is not enabled: run pytest with --gpuinfer "
+    "(or set GPUINFER=1, or ini gpuinfer = true)"
+)
+
+# Fixtures whose tests execute on the GPU: a simulated profile skips them once gated.
+GPU_FIXTURES = frozenset({"inference_mode", "load_model", "gpuinfer_model"})
+
+_SESSION_KEY = pytest.StashKey["GpuinferSession"]()
+_PROBE_KEY = pytest.StashKey["tuple[options.Settings, Report]"]()
+
+
+def pytest_addoption(parser: pytest.Parser) -> None:
+    options.add_options(parser)
+
+
+def _probe(config: pytest.Config) -> tuple[options.Settings, Report]:
+    """Resolve the settings and probe once per process (cached on the config)."""
+    cached = config.stash.get(_PROBE_KEY, None)
+    if cached is not None:
+        return cached
+    settings = options.resolve(config)
+    report = _probe_machine(settings)
+    config.stash[_PROBE_KEY] = (settings, report)
+    return settings, report
+
+
+def _probe_machine(settings: options.Settings) -> Report:
+    from probes import probe
+    from probes.errors import InputError
+
+    try:
+        return probe(profile=settings.profile)
+    except InputError as exc:
+        source = settings.sources.get("profile", "--gpuinfer-profile")
+        raise pytest.UsageError(f"gpuinfer: {source}={settings.profile!r}: {exc}") from None
+
+
+@pytest.hookimpl(optionalhook=True)
+def pytest_xdist_auto_num_workers(config: pytest.Config) -> int | None:
+    if not options.is_enabled(config):
+        return None
+    from pytest_gpuinfer.xdist_support import auto_num_workers
+
+    return auto_num_workers(_probe(config)[1])
+
+
+@pytest.hookimpl(tryfirst=True)
+def pytest_configure(config: pytest.Config) -> None:
+    config.addinivalue_line("markers", MARKER_LINE)
+    if not options.is_enabled(config):
+        return
+    workerinput = getattr(config, "workerinput", None)
+    if workerinput is not None:
+        session = _configure_worker(config, workerinput)
+    else:
+        settings, report = _probe(config)
+        session = GpuinferSession(config, settings, report)
+        if config.pluginmanager.hasplugin("xdist"):
+            from pytest_gpuinfer.xdist_support import XdistHooks
+
+            config.pluginmanager.register(XdistHooks(settings.to_dict(), report), "gpuinfer-xdist")
+    config.stash[_SESSION_KEY] = session
+    config.pluginmanager.register(session, "gpuinfer-session")
+    _register_fixture_module(config)
+
+
+def _configure_worker(config: pytest.Config, workerinput: dict[str, Any]) -> GpuinferSession:
+    """Pin this xdist worker to its GPUs before anything can initialise CUDA."""
+    from pytest_gpuinfer.xdist_support import pin_worker, worker_setup
+
+    setup = worker_setup(workerinput, os.environ)
+    if setup.settings_data is not None:
+        settings = options.Settings.from_dict(setup.settings_data)
+    else:
+        settings = options.resolve(config)
+    report = setup.report if setup.report is not None else _probe_machine(settings)
+    view, assignment = pin_worker(
+        report, setup.assignment_index, setup.assignment_count, os.environ
+    )
+    workerid = str(workerinput.get("workerid", "gw?"))
+    return GpuinferSession(config, settings, view, assignment=assignment, workerid=workerid)
+
+
+def _register_fixture_module(config: pytest.Config) -> None:
+    import importlib.util
+
+    name = "pytest_gpuinfer.fixtures"
+    if config.pluginmanager.has_plugin(name) or config.pluginmanager.is_blocked(name):
+        return
+    if importlib.util.find_spec(name) is not None:
+        config.pluginmanager.import_plugin(name)
+
+
+def _session(config: pytest.Config) -> GpuinferSession | None:
+    return config.stash.get(_SESSION_KEY, None)
+
+
+class GpuinferSession:
+    """The enabled plugin: one per process (controller or xdist worker)."""
+
+    def __init__(
+        self,
+        config: pytest.Config,
+        settings: options.Settings,
+        report: Report,
+        *,
+        assignment: Assignment | None = None,
+        workerid: str | None = None,
+    ) -> None:
+        from pytest_gpuinfer.reporting import Recorder
+
+        self.config = config
+        self.settings = settings
+        self.report = report
+        self.assignment = assignment
+        self.workerid = workerid
+        self.recorder = Recorder()
+        self._data_key = pytest.StashKey[dict[str, Any]]()
+
+    @property
+    def no_gpu_reason(self) -> str | None:
+        if self.assignment is None or self.workerid is None:
+            return None
+        if self.assignment.visible_devices is None:
+            return None  # no GPU in the session at all: the probe's own reason says why
+        return f"xdist worker {self.workerid} {self.assignment.description}"
+
+    # -- collection ---------------------------------------------------------------------
+
+    def requirements_of(self, node: pytest.Item | Any, nodeid: str) -> Requirements:
+        from pytest_gpuinfer.requirements import RequirementError, parse
+
+        marks = [(mark.args, mark.kwargs) for mark in node.iter_markers("gpuinfer")]
+        try:
+            return parse(marks)
+        except RequirementError as exc:
+            pytest.fail(f"{nodeid}: @pytest.mark.gpuinfer: {exc}", pytrace=False)
+
+    def pytest_generate_tests(self, metafunc: pytest.Metafunc) -> None:
+        from pytest_gpuinfer.requirements import mode_reason
+
+        definition = metafunc.definition
+        requirements = self.requirements_of(definition, definition.nodeid)
+        if "inference_mode" not in metafunc.fixturenames:
+            return
+        for mark in definition.iter_markers("parametrize"):
+            names = mark.args[0] if mark.args else mark.kwargs.get("argnames", "")
+            if isinstance(names, str):
+                names = [n.strip() for n in names.split(",")]
+            if "inference_mode" in names:
+                return  # the test chose its modes itself
+        settings = self.settings
+        if requirements.modes:
+            modes = [m for m in requirements.modes if m in settings.modes]
+        else:
+            modes = list(settings.modes)
+        if not modes:
+            source = settings.sources.get("modes", "--gpuinfer-modes")
+            reason = (
+                f"none of the test's modes ({', '.join(requirements.modes)}) is selected by "
+                f"{source} ({','.join(settings.modes)})"
+            )
+            params = [pytest.param(None, id="no-mode", marks=pytest.mark.skip(reason=reason))]
+        else:
+            params = []
+            for mode in modes:
+                why = mode_reason(self.report, mode)
+                marks = [pytest.mark.skip(reason=why)] if why and not settings.strict else []
+                params.append(pytest.param(mode, id=mode, marks=marks))
+        metafunc.parametrize("inference_mode", params, indirect=True)
+
+    # -- running ------------------------------------------------------------------------
+
+    def item_data(self, item: pytest.Item) -> dict[str, Any]:
+        data = item.stash.get(self._data_key, None)
+        if data is not None:
+            return data
+        from pytest_gpuinfer.requirements import RequirementError, parse
+
+        try:
+            requirements = parse([(m.args, m.kwargs) for m in item.iter_markers("gpuinfer")])
+            requirements_data = requirements.to_dict()
+            marked = requirements.marked
+        except RequirementError:
+            requirements_data, marked = {}, True
+        callspec = getattr(item, "callspec", None)
+        mode = callspec.params.get("inference_mode") if callspec is not None else None
+        fixturenames = set(getattr(item, "fixturenames", ()))
+        data = {
+            "mode": mode,
+            "requirements": requirements_data,
+            "gated": marked or bool(fixturenames & GPU_FIXTURES),
+            "gpu_test": marked or bool(fixturenames & GPU_FIXTURES),
+            "worker": self.workerid,
+            "visible_devices": (
+                self.assignment.visible_devices if self.assignment is not None else None
+            ),
+        }
+        item.stash[self._data_key] = data
+        return data
+
+    def pytest_runtest_setup(self, item: pytest.Item) -> None:
+        from pytest_gpuinfer.gating import simulated_reason, unmet
+        from pytest_gpuinfer.requirements import evaluate
+
+        requirements = self.requirements_of(item, item.nodeid)
+        callspec = getattr(item, "callspec", None)
+        params = callspec.params if callspec is not None else {}
+        mode = params.get("inference_mode")
+        if "inference_mode" in params and mode is None:
+            return  # the "no-mode" parameter carries its own skip mark
+        reasons = evaluate(requirements, self.report, mode=mode, no_gpu_reason=self.no_gpu_reason)
+        if reasons:
+            unmet("; ".join(reasons), strict=self.settings.strict)
+        if self.report.simulated and self.item_data(item)["gpu_test"]:
+            raise pytest.skip.Exception(
+                simulated_reason(self.report.profile or "?"), _use_item_location=True
+            )
+
+    @pytest.hookimpl(hookwrapper=True)
+    def pytest_runtest_makereport(
+        self, item: pytest.Item, call: pytest.CallInfo[None]
+    ) -> Generator[None, Any, None]:
+        outcome = yield
+        report = outcome.get_result()
+        # Rides on the report through xdist's serialization (a worker's stash never does).
+        report.gpuinfer = self.item_data(item)
+
+    def pytest_runtest_logreport(self, report: pytest.TestReport) -> None:
+        if self.workerid is not None:
+            return
+        self.recorder.add(
+            nodeid=report.nodeid,
+            when=report.when,
+            outcome=report.outcome,
+            longrepr=report.longrepr,
+            wasxfail=hasattr(report, "wasxfail"),
+            data=getattr(report, "gpuinfer", None),
+        )
+
+    # -- reporting ----------------------------------------------------------------------
+
+    def pytest_report_header(self, config: pytest.Config) -> list[str]:
+        from pytest_gpuinfer.reporting import header_lines
+
+        return header_lines(self.report, strict=self.settings.strict)
+
+    def pytest_sessionstart(self, session: pytest.Session) -> None:
+        if self.workerid is not None:
+            return
+        try:
+            from _pytest.junitxml import xml_key
+        except ImportError:  # pragma: no cover - junitxml is a builtin plugin
+            return
+        xml = self.config.stash.get(xml_key, None)
+        if xml is None:
+            return
+        from pytest_gpuinfer.reporting import hardware_properties
+
+        for name, value in hardware_properties(self.report):
+            xml.add_global_property(name, value)
+
+    def pytest_sessionfinish(self, session: pytest.Session, exitstatus: int) -> None:
+        path = self.settings.report_path
+        if self.workerid is not None or path is None:
+            return
+        from pytest_gpuinfer.reporting import json_report, write_json_atomically
+
+        data = json_report(
+            self.report, self.settings.to_dict(), self.recorder.records.values(), exitstatus
+        )
+        write_json_atomically(path, data)
+
+    def pytest_terminal_summary(self, terminalreporter: Any) -> None:
+        if self.workerid is not None:
+            return
+        from probes.report import MODES
+        from pytest_gpuinfer.reporting import summary_lines
+
+        terminalreporter.write_sep("=", "gpuinfer summary")
+        gated = self.recorder.gated()
+        if self.report.simulated:
+            terminalreporter.write_line(
+                f"simulated profile {self.report.profile}: gating as on that GPU, "
+                "GPU tests not executed"
+            )
+        if not gated:
+            terminalreporter.write_line("no test used the gpuinfer marker or fixtures")
+        else:
+            for line in summary_lines(gated, MODES):
+                terminalreporter.write_line(line)
+        if self.settings.report_path is not None:
+            terminalreporter.write_line(f"gpuinfer report: {self.settings.report_path}")
+
+    @pytest.hookimpl(optionalhook=True)
+    def pytest_benchmark_update_machine_info(
+        self, config: pytest.Config, machine_info: dict[str, Any]
+    ) -> None:
+        from pytest_gpuinfer.reporting import machine_info as gpu_machine_info
+
+        machine_info["gpuinfer"] = gpu_machine_info(self.report)
+
+
+# -- fixtures -------------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="session")
+def gpuinfer_settings(pytestconfig: pytest.Config) -> options.Settings:
+    """The resolved pytest-gpuinfer settings (``enabled``, ``strict``, ``profile``, ...)."""
+    session = _session(pytestconfig)
+    if session is not None:
+        return session.settings
+    return options.resolve(pytestconfig)
+
+
+@pytest.fixture(scope="session")
+def gpu_report(pytestconfig: pytest.Config) -> Report:
+    """The probe report this session gates by (this worker's GPUs under xdist)."""
+    session = _session(pytestconfig)
+    if session is None:
+        pytest.skip(NOT_ENABLED)
+    return session.report
+
+
+@pytest.fixture
+def inference_mode(request: pytest.FixtureRequest) -> str:
+    """The mode this test instance runs in: parametrized from the marker or --gpuinfer-modes."""
+    if hasattr(request, "param"):
+        return str(request.param)
+    if _session(request.config) is None:
+        pytest.skip(NOT_ENABLED)
+    pytest.fail(
+        f"{request.node.nodeid}: inference_mode was requested dynamically; list it as a "
+        "test argument so that pytest-gpuinfer can parametrize it",
+        pytrace=False,
+    )

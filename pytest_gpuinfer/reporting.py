@@ -1,0 +1,297 @@
+"""What the plugin prints and writes: header, summary, JSON report, JUnit and benchmark stamps."""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import tempfile
+from collections import Counter
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from probes.report import GPUInfo, Report
+
+STACK_PACKAGES: tuple[str, ...] = (
+    "torch",
+    "transformers",
+    "accelerate",
+    "bitsandbytes",
+    "optimum",
+)
+
+REPORT_SCHEMA_VERSION = "1"
+
+
+def _gpu_line(gpu: GPUInfo) -> str:
+    from probes.memory_units import format_bytes
+
+    ordinal = gpu.cuda_ordinal if gpu.cuda_ordinal is not None else gpu.index
+    if gpu.compute_capability is not None:
+        capability = f"cc {gpu.compute_capability[0]}.{gpu.compute_capability[1]}"
+    else:
+        capability = "cc unknown"
+    if gpu.free_memory_bytes is not None and gpu.total_memory_bytes is not None:
+        memory = (
+            f"{format_bytes(gpu.free_memory_bytes)} free of {format_bytes(gpu.total_memory_bytes)}"
+        )
+    elif gpu.total_memory_bytes is not None:
+        memory = f"free memory unknown of {format_bytes(gpu.total_memory_bytes)}"
+    else:
+        memory = "memory unknown"
+    return f"gpuinfer: GPU {ordinal}: {gpu.name or 'unknown GPU'}, {capability}, {memory}"
+
+
+def stack_line(report: Report) -> str:
+    software = report.software
+    parts = [f"python {software.python}"]
+    for package in STACK_PACKAGES:
+        version = software.packages.get(package)
+        text = f"{package} {version}" if version else f"{package} not installed"
+        if package == "torch" and version:
+            if software.torch_cuda:
+                text += f" (CUDA {software.torch_cuda})"
+            elif software.torch_hip:
+                text += f" (ROCm {software.torch_hip})"
+            elif software.assumed_torch_build:
+                text += " (CUDA build assumed)"
+            else:
+                text += " (CPU build)"
+        if package in software.overridden:
+            text += " [profile]"
+        parts.append(text)
+    driver = report.driver.driver_version
+    if driver:
+        parts.append(f"driver {driver}")
+    return "gpuinfer: stack: " + ", ".join(parts)
+
+
+def modes_line(report: Report) -> str:
+    items = [f"{mode} {verdict.status.value}" for mode, verdict in report.verdicts.items()]
+    return "gpuinfer: modes: " + ", ".join(items)
+
+
+def header_lines(report: Report, *, strict: bool, worker_note: str | None = None) -> list[str]:
+    """The session header: GPUs with compute capability and free memory, stack, verdicts."""
+    from pytest_gpuinfer.requirements import usable_gpus
+
+    gpus = usable_gpus(report)
+    if report.simulated:
+        first = (
+            f"gpuinfer: simulated profile {report.profile}: {len(gpus)} GPU"
+            f"{'s' if len(gpus) != 1 else ''} (not this machine's hardware; tests that would "
+            "run on it are skipped)"
+        )
+    elif gpus:
+        shown = report.visible_devices if report.visible_devices is not None else "unset"
+        first = (
+            f"gpuinfer: {len(gpus)} GPU{'s' if len(gpus) != 1 else ''} visible "
+            f"(CUDA_VISIBLE_DEVICES={shown})"
+        )
+    else:
+        why = report.gpu_unavailable_reason or "none visible"
+        first = f"gpuinfer: no GPU: {why}"
+    if strict:
+        first += "; strict: unmet requirements fail"
+    lines = [first]
+    lines.extend(_gpu_line(gpu) for gpu in gpus)
+    lines.append(stack_line(report))
+    lines.append(modes_line(report))
+    if worker_note:
+        lines.append(f"gpuinfer: {worker_note}")
+    return lines
+
+
+@dataclass
+class TestRecord:
+    """One test as the summary and the JSON report see it."""
+
+    nodeid: str
+    mode: str | None = None
+    requirements: dict[str, Any] = field(default_factory=dict)
+    gated: bool = False
+    outcome: str | None = None
+    skip_reason: str | None = None
+    worker: str | None = None
+    visible_devices: str | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "nodeid": self.nodeid,
+            "outcome": self.outcome,
+            "mode": self.mode,
+            "requirements": self.requirements,
+            "skip_reason": self.skip_reason,
+            "worker": self.worker,
+            "visible_devices": self.visible_devices,
+        }
+
+
+def skip_reason_of(longrepr: object) -> str | None:
+    """The reason text of a skipped report's longrepr (a (path, line, "Skipped: ...") tuple)."""
+    if isinstance(longrepr, (tuple, list)) and len(longrepr) == 3:
+        text = str(longrepr[2])
+    elif longrepr is None:
+        return None
+    else:
+        text = str(longrepr)
+    return text.removeprefix("Skipped: ")
+
+
+class Recorder:
+    """Collects per-test outcomes from the reports (which is all a controller gets)."""
+
+    def __init__(self) -> None:
+        self.records: dict[str, TestRecord] = {}
+
+    def add(
+        self,
+        *,
+        nodeid: str,
+        when: str,
+        outcome: str,
+        longrepr: object,
+        wasxfail: bool,
+        data: Mapping[str, Any] | None,
+    ) -> None:
+        record = self.records.get(nodeid)
+        if record is None:
+            record = self.records[nodeid] = TestRecord(nodeid)
+        if data:
+            record.mode = data.get("mode")
+            record.requirements = dict(data.get("requirements") or {})
+            record.gated = bool(data.get("gated"))
+            record.worker = data.get("worker")
+            record.visible_devices = data.get("visible_devices")
+        if outcome == "skipped":
+            if when == "call" and wasxfail:
+                record.outcome = "xfailed"
+            elif record.outcome is None or when == "call":
+                record.outcome = "skipped"
+                record.skip_reason = skip_reason_of(longrepr)
+        elif outcome == "failed":
+            if when == "call":
+                record.outcome = "xpassed" if wasxfail else "failed"
+            elif record.outcome in (None, "passed", "xfailed", "xpassed"):
+                record.outcome = "error"
+        elif when == "call":
+            record.outcome = "xpassed" if wasxfail else "passed"
+
+    def gated(self) -> list[TestRecord]:
+        return [r for r in self.records.values() if r.gated]
+
+
+_COLUMNS = ("passed", "failed", "skipped", "error", "xfailed", "xpassed")
+
+
+def summary_lines(records: Iterable[TestRecord], modes_order: Iterable[str]) -> list[str]:
+    """Per mode: counts by outcome; then the distinct skip reasons with counts."""
+    records = list(records)
+    by_mode: dict[str, Counter[str]] = {}
+    for record in records:
+        by_mode.setdefault(record.mode or "-", Counter())[record.outcome or "not run"] += 1
+    order = [m for m in modes_order if m in by_mode] + sorted(
+        m for m in by_mode if m not in modes_order and m != "-"
+    )
+    if "-" in by_mode:
+        order.append("-")
+    shown = [
+        c
+        for c in _COLUMNS
+        if c in ("passed", "failed", "skipped") or any(by_mode[m][c] for m in order)
+    ]
+    if "not run" in {k for m in order for k in by_mode[m]}:
+        shown.append("not run")
+    width = max([len("mode"), *(len(m) for m in order)])
+    lines = ["mode".ljust(width) + "".join(f" {c:>8}" for c in shown)]
+    for mode in order:
+        counts = by_mode[mode]
+        lines.append(mode.ljust(width) + "".join(f" {counts[c]:>8}" for c in shown))
+    reasons = Counter(r.skip_reason for r in records if r.outcome == "skipped" and r.skip_reason)
+    if reasons:
+        lines.append("skip reasons:")
+        for reason, count in sorted(reasons.items(), key=lambda item: (-item[1], item[0])):
+            lines.append(f"{count:>5} x {reason}")
+    return lines
+
+
+def write_json_atomically(path: Path, data: Mapping[str, Any]) -> None:
+    """Write JSON to a temporary file beside ``path``, then rename it over ``path``."""
+    text = json.dumps(data, indent=2, sort_keys=False) + "\n"
+    handle, temporary = tempfile.mkstemp(
+        prefix=f".{path.name}.", suffix=".tmp", dir=str(path.parent)
+    )
+    try:
+        with os.fdopen(handle, "w", encoding="utf-8") as stream:
+            stream.write(text)
+            stream.flush()
+            os.fsync(stream.fileno())
+        os.replace(temporary, path)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            os.unlink(temporary)
+        raise
+
+
+def json_report(
+    report: Report,
+    settings: Mapping[str, Any],
+    records: Iterable[TestRecord],
+    exitstatus: int,
+) -> dict[str, Any]:
+    tests = [r.to_dict() for r in records]
+    outcomes = Counter(t["outcome"] or "not run" for t in tests)
+    return {
+        "schema_version": REPORT_SCHEMA_VERSION,
+        "exitstatus": int(exitstatus),
+        "settings": {k: v for k, v in settings.items() if k != "sources"},
+        "probe": report.to_dict(),
+        "summary": dict(sorted(outcomes.items())),
+        "tests": tests,
+    }
+
+
+def hardware_properties(report: Report) -> list[tuple[str, str]]:
+    """Flat name/value pairs describing the hardware (JUnit properties, benchmark info)."""
+    from pytest_gpuinfer.requirements import usable_gpus
+
+    gpus = usable_gpus(report)
+    props: list[tuple[str, str]] = []
+    if report.profile:
+        props.append(("gpuinfer_profile", report.profile))
+    props.append(("gpuinfer_gpu_count", str(len(gpus))))
+    for i, gpu in enumerate(gpus):
+        props.append((f"gpuinfer_gpu{i}", _gpu_line(gpu).split(": ", 2)[-1]))
+    if report.driver.driver_version:
+        props.append(("gpuinfer_driver", report.driver.driver_version))
+    for package in STACK_PACKAGES:
+        props.append((f"gpuinfer_{package}", report.software.packages.get(package) or "none"))
+    for mode, verdict in report.verdicts.items():
+        props.append((f"gpuinfer_mode_{mode}", verdict.status.value))
+    return props
+
+
+def machine_info(report: Report) -> dict[str, Any]:
+    """pytest-benchmark's machine_info entry."""
+    from pytest_gpuinfer.requirements import usable_gpus
+
+    return {
+        "profile": report.profile,
+        "gpus": [
+            {
+                "name": gpu.name,
+                "uuid": gpu.uuid,
+                "compute_capability": gpu.to_dict().get("compute_capability"),
+                "total_memory_bytes": gpu.total_memory_bytes,
+            }
+            for gpu in usable_gpus(report)
+        ],
+        "driver": report.driver.driver_version,
+        "cuda_driver": report.driver.cuda_driver_version,
+        "torch_cuda": report.software.torch_cuda,
+        "packages": dict(report.software.packages),
+        "modes": {mode: v.status.value for mode, v in report.verdicts.items()},
+    }

@@ -1,0 +1,197 @@
+"""One GPU (or one group of GPUs) per pytest-xdist worker.
+
+Policy: the GPUs a session can see are split into disjoint groups of
+``max(1, gpus // workers_on_this_host)``; worker *k* on a host owns group *k*. Workers
+beyond the last full group own no GPU. A test that asks for ``gpus=N`` runs only on a
+worker that owns at least N GPUs; elsewhere it is skipped (failed under strict) with a
+reason naming the worker and what it owns. GPUs are never shared between workers.
+
+The controller probes once and ships its report and settings to the workers through
+``workerinput``; a worker on another host (``--tx ssh=...``) probes its own machine.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import socket
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, replace
+from typing import TYPE_CHECKING, Any
+
+import pytest
+
+if TYPE_CHECKING:
+    from probes.report import Report
+
+WORKERINPUT_KEY = "gpuinfer"
+
+
+@dataclass(frozen=True)
+class Assignment:
+    """What one worker owns: the positions (CUDA ordinals) it gets, and the variable value."""
+
+    ordinals: tuple[int, ...]
+    """Positions in the session's visible GPU list (its CUDA ordinals) this worker owns."""
+    visible_devices: str | None
+    """Value for CUDA_VISIBLE_DEVICES, or None to leave the variable alone (no GPU)."""
+    description: str
+
+
+def _outer_entries(outer: str | None) -> list[str]:
+    if outer is None:
+        return []
+    return [entry.strip() for entry in outer.split(",") if entry.strip()]
+
+
+def assign(
+    outer_visible_devices: str | None,
+    visible_gpus: Sequence[str],
+    worker_index: int,
+    worker_count: int,
+    gpus_per_worker: int | None = None,
+) -> Assignment:
+    """Which of the session's GPUs a worker owns, and the CUDA_VISIBLE_DEVICES that pins it.
+
+    ``visible_gpus`` identifies the GPUs the session sees, in CUDA ordinal order (UUIDs
+    when known). Within an outer ``CUDA_VISIBLE_DEVICES`` the worker's value is made of the
+    outer entries themselves, so it always names a subset of what the user allowed.
+    ``gpus_per_worker`` defaults to ``max(1, len(visible_gpus) // worker_count)``.
+    """
+    count = len(visible_gpus)
+    if worker_count < 1 or not 0 <= worker_index < worker_count:
+        raise ValueError(f"worker index {worker_index} is not in range for {worker_count} workers")
+    if count == 0:
+        return Assignment((), None, "no GPU visible")
+    per = gpus_per_worker if gpus_per_worker is not None else max(1, count // worker_count)
+    if per < 1:
+        raise ValueError(f"gpus_per_worker={per} is not >= 1")
+    outer = _outer_entries(outer_visible_devices)
+    # CUDA stops at the first invalid entry, so the visible GPUs are the leading entries.
+    names = outer[:count] if len(outer) >= count else list(visible_gpus)
+    start = worker_index * per
+    if start + per > count:
+        return Assignment(
+            (),
+            "",
+            f"owns no GPU: {worker_count} workers for {count} GPU{'s' if count != 1 else ''} "
+            f"at {per} per worker",
+        )
+    ordinals = tuple(range(start, start + per))
+    described = ", ".join(str(o) for o in ordinals)
+    return Assignment(
+        ordinals,
+        ",".join(names[o] for o in ordinals),
+        f"owns GPU{'s' if per != 1 else ''} {described} of {count}",
+    )
+
+
+def worker_index(workerid: str) -> int:
+    """``gw3`` -> 3."""
+    match = re.fullmatch(r"\D*(\d+)", workerid)
+    if match is None:
+        raise ValueError(f"xdist worker id {workerid!r} has no number")
+    return int(match.group(1))
+
+
+def auto_num_workers(report: Report) -> int | None:
+    """``-n auto``: one worker per visible GPU, or None (xdist's own choice) without GPUs."""
+    from pytest_gpuinfer.requirements import usable_gpus
+
+    count = len(usable_gpus(report))
+    return count if count >= 1 else None
+
+
+def worker_view(report: Report, assignment: Assignment) -> Report:
+    """The report as a pinned worker sees it: only its GPUs, renumbered from 0."""
+    from probes.report import Report as ReportClass
+    from pytest_gpuinfer.requirements import usable_gpus
+
+    gpus = usable_gpus(report)
+    owned = [
+        replace(gpus[o], cuda_ordinal=i) for i, o in enumerate(assignment.ordinals) if o < len(gpus)
+    ]
+    view = ReportClass.from_dict(report.to_dict())
+    view.gpus = owned
+    if assignment.visible_devices is not None and not report.simulated:
+        view.visible_devices = assignment.visible_devices
+    return view
+
+
+def _host_key(spec: Any) -> str:
+    for attr in ("ssh", "socket", "vagrant_ssh"):
+        value = getattr(spec, attr, None)
+        if value:
+            return f"{attr}={value}"
+    return "local"
+
+
+class XdistHooks:
+    """Controller-side hooks, registered only when xdist is active and the plugin enabled."""
+
+    def __init__(self, settings_data: dict[str, Any], report: Report) -> None:
+        self._payload: dict[str, Any] = {
+            "settings": settings_data,
+            "report": report.to_dict(),
+            "host": socket.gethostname(),
+        }
+        self._ranks: dict[str, int] = {}
+
+    @pytest.hookimpl(optionalhook=True)
+    def pytest_configure_node(self, node: Any) -> None:
+        key = _host_key(node.gateway.spec)
+        rank = self._ranks.get(key, 0)
+        self._ranks[key] = rank + 1
+        try:
+            specs = node.nodemanager.specs
+            local_count = sum(1 for spec in specs if _host_key(spec) == key)
+        except AttributeError:
+            local_count = None
+        payload = dict(self._payload, local_rank=rank, local_count=local_count)
+        if key != "local":
+            payload.pop("report")  # another machine: it probes its own GPUs
+        node.workerinput[WORKERINPUT_KEY] = json.dumps(payload)
+
+
+@dataclass(frozen=True)
+class WorkerSetup:
+    settings_data: dict[str, Any] | None
+    report: Report | None
+    assignment_index: int
+    assignment_count: int
+
+
+def worker_setup(workerinput: Mapping[str, Any], environ: Mapping[str, str]) -> WorkerSetup:
+    """What the controller sent this worker (or what xdist's environment says)."""
+    from probes.report import Report as ReportClass
+
+    raw = workerinput.get(WORKERINPUT_KEY)
+    payload: dict[str, Any] = json.loads(raw) if isinstance(raw, str) else {}
+    workerid = str(workerinput.get("workerid") or environ.get("PYTEST_XDIST_WORKER", "gw0"))
+    index = payload.get("local_rank")
+    count = payload.get("local_count")
+    if index is None:
+        index = worker_index(workerid)
+    if count is None:
+        count = int(workerinput.get("workercount") or environ.get("PYTEST_XDIST_WORKER_COUNT") or 1)
+    report = None
+    if "report" in payload and payload.get("host") == socket.gethostname():
+        report = ReportClass.from_dict(payload["report"])
+    return WorkerSetup(payload.get("settings"), report, int(index), max(1, int(count)))
+
+
+def pin_worker(
+    report: Report, index: int, count: int, environ: os._Environ[str] | dict[str, str]
+) -> tuple[Report, Assignment]:
+    """Set CUDA_VISIBLE_DEVICES for this worker (real GPUs only) and return its view."""
+    from pytest_gpuinfer.requirements import usable_gpus
+
+    gpus = usable_gpus(report)
+    identifiers = [gpu.uuid or str(gpu.cuda_ordinal) for gpu in gpus]
+    assignment = assign(report.visible_devices, identifiers, min(index, count - 1), count)
+    if index >= count:
+        assignment = Assignment((), "" if gpus else None, f"owns no GPU: worker {index} of {count}")
+    if assignment.visible_devices is not None and not report.simulated:
+        environ["CUDA_VISIBLE_DEVICES"] = assignment.visible_devices
+    return worker_view(report, assignment), assignment
