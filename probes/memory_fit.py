@@ -692,13 +692,11 @@ def _plan_device_maps(
         model = _build_meta_model(Path(estimate.config_path), data, model_type)
         estimate.meta_model = model
 
-    tied = estimate.tied_parameters
     kept = estimate.kept_in_full_precision
     tensors = _tensors(model, kept)
     keep_fp32 = {t.name: torch.float32 for t in tensors if t.keep_fp32 or t.keep_fp32_strict}
     quantizable = [t.name for t in tensors if t.quantizable]
     no_split = list(estimate.no_split_modules)
-    del tied
 
     plans: dict[str, DevicePlan] = {}
     # fp16, bf16 and fastpath weigh the same; plan once and reuse.
