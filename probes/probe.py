@@ -80,6 +80,7 @@ def probe(
             verdicts=judge(nvml.gpus, software, modes=modes, driver=nvml.driver),
             gpu_unavailable_reason=nvml.unavailable_reason,
             visible_devices=env.get("CUDA_VISIBLE_DEVICES"),
+            warnings=list(nvml.warnings),
         )
     report.probe_seconds = round(time.perf_counter() - started, 4)
     return report

@@ -82,6 +82,7 @@ def machine_lines(report: Report) -> list[str]:
     else:
         why = report.gpu_unavailable_reason or "no GPU visible"
         lines.append(f"no GPU: {why}; judging the CPU")
+    lines.extend(f"warning: {w}" for w in report.warnings)
     if not report.simulated and report.driver.driver_version:
         cuda = report.driver.cuda_driver_version or "?"
         lines.append(f"driver {report.driver.driver_version} (CUDA {cuda})")
@@ -130,3 +131,12 @@ def audit_text(report: Report, *, width: int = 100) -> str:
             "try --profile t4 (see `gpuinfer profiles`) to judge a GPU you do not have."
         )
     return "\n".join(lines)
+
+
+def memory_fit_lines(model: str, rows: Sequence[tuple[str, str, str, str]]) -> list[str]:
+    """The memory-fit table: (mode, weights, fits where, reason) per row."""
+    lines = [f"memory fit for {model}", f"{'mode':<9}{'weights':>11}  fits / reason", "-" * 100]
+    for mode, weights, where, reason in rows:
+        lines.append(f"{mode:<9}{weights:>11}  {where}")
+        lines.extend(" " * 22 + chunk for chunk in _wrap(reason, 78))
+    return lines

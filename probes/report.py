@@ -240,6 +240,8 @@ class Report:
     memory_fit: dict[str, Any] | None = None
     """Memory estimate and fit for a model (see probes.memory_fit), when one was given."""
     probe_seconds: float | None = None
+    warnings: list[str] = field(default_factory=list)
+    """Things the probe noticed that a user should know (MIG slices, odd CUDA_VISIBLE_DEVICES)."""
     schema_version: str = SCHEMA_VERSION
 
     @property
@@ -261,6 +263,7 @@ class Report:
             "verdicts": {mode: v.to_dict() for mode, v in self.verdicts.items()},
             "memory_fit": self.memory_fit,
             "probe_seconds": self.probe_seconds,
+            "warnings": list(self.warnings),
         }
 
     @classmethod
@@ -280,6 +283,7 @@ class Report:
             visible_devices=data.get("visible_devices"),
             memory_fit=data.get("memory_fit"),
             probe_seconds=data.get("probe_seconds"),
+            warnings=list(data.get("warnings", [])),
             schema_version=version,
         )
 

@@ -73,11 +73,10 @@ def _exit_code(report: Report, modes: Sequence[str], strict: bool) -> int:
     allowed = {Status.SUPPORTED} if strict else {Status.SUPPORTED, Status.DEGRADED}
     if any(report.verdicts[mode].status not in allowed for mode in modes):
         return EXIT_NOT_SUPPORTED
-    fit = report.memory_fit
-    if fit is not None:
-        for mode in modes:
-            if not fit.get("modes", {}).get(mode, {}).get("fits", True):
-                return EXIT_NOT_SUPPORTED
+    fits = (report.memory_fit or {}).get("fits", {})
+    for mode in modes:
+        if mode in fits and Status(fits[mode]["status"]) not in allowed:
+            return EXIT_NOT_SUPPORTED
     return EXIT_OK
 
 
@@ -98,7 +97,11 @@ def _audit(args: argparse.Namespace) -> int:
         estimate = estimate_model_memory(args.model, modes=modes)
         fit = fit_on_devices(estimate, report.gpus, max_memory=max_memory)
         report.memory_fit = fit.to_dict()
-        fit_rows = fit.render_lines()
+        from probes.render import memory_fit_lines
+
+        millions = estimate.parameter_count / 1e6
+        label = f"{estimate.source} ({estimate.model_type}, {millions:,.1f}M parameters)"
+        fit_rows = memory_fit_lines(label, fit.rows())
     elif max_memory is not None:
         raise InputError("--max-memory plans a device map for a model: give --model PATH too")
     if args.json:
