@@ -1,6 +1,8 @@
 from __future__ import annotations
 
+import importlib.util
 import json
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -11,12 +13,24 @@ from pytest_gpuinfer import tiny_models
 from pytest_gpuinfer.tiny_models import (
     ARCHITECTURES,
     TASK_AUTO_CLASSES,
+    TRAINED_CONTINUATION,
+    TRAINED_PROMPT,
+    trained_model_path,
     write_tiny_model,
 )
 
 torch = pytest.importorskip("torch")
 transformers = pytest.importorskip("transformers")
 pytest.importorskip("tokenizers")
+
+
+@pytest.fixture(scope="module", autouse=True)
+def one_thread() -> Iterator[None]:
+    # Tiny models run faster on one thread, and far faster on a busy shared machine.
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
 
 
 @pytest.fixture(scope="module")
@@ -32,6 +46,12 @@ def written(tiny_root: Path) -> dict[str, Path]:
 def _load(directory: Path, task: str, **kwargs: Any) -> Any:
     auto_class = getattr(transformers, TASK_AUTO_CLASSES[task])
     return auto_class.from_pretrained(directory, **kwargs).eval()
+
+
+def _dtype_kwargs(dtype: Any) -> dict[str, Any]:
+    # transformers 5 renamed torch_dtype= to dtype=; 4.x knows only the old name.
+    major = int(transformers.__version__.split(".")[0])
+    return {"dtype": dtype} if major >= 5 else {"torch_dtype": dtype}
 
 
 def _state(model: Any) -> dict[str, Any]:
@@ -177,3 +197,119 @@ def test_module_imports_without_torch() -> None:
         [sys.executable, "-c", code], capture_output=True, text=True, check=True
     )
     assert result.stdout.strip() == "[]"
+
+
+# --- the shipped trained model ---------------------------------------------------------
+
+
+def _continuation(model: Any, tokenizer: Any, prompts: list[str], row: int = 0) -> str:
+    batch = tokenizer(prompts, return_tensors="pt", padding=True).to(model.device)
+    with torch.no_grad():
+        output = model.generate(
+            **batch, max_new_tokens=len(TRAINED_CONTINUATION) + 8, do_sample=False
+        )
+    new_tokens = output[row, batch.input_ids.shape[1] :]
+    text: str = tokenizer.decode(new_tokens, skip_special_tokens=True)
+    return text
+
+
+@pytest.fixture(scope="module")
+def trained_tokenizer() -> Any:
+    return transformers.AutoTokenizer.from_pretrained(trained_model_path())
+
+
+def test_trained_model_is_shipped_small_and_documented() -> None:
+    directory = trained_model_path()
+    names = {path.name for path in directory.iterdir()}
+    assert {"config.json", "model.safetensors", "tokenizer.json", "tokenizer_config.json"} <= names
+    assert {"generation_config.json", "README.md"} <= names
+    assert sum(path.stat().st_size for path in directory.iterdir()) < 8 * 1024 * 1024
+    readme = (directory / "README.md").read_text(encoding="utf-8")
+    assert repr(TRAINED_PROMPT) in readme and repr(TRAINED_CONTINUATION) in readme
+    assert "python scripts/train_tiny_lm.py" in readme
+
+
+@pytest.mark.parametrize(
+    ("attention", "dtype"),
+    [("eager", "float32"), ("sdpa", "float32"), ("sdpa", "float16"), ("sdpa", "bfloat16")],
+)
+def test_trained_model_continues_the_prompt(
+    trained_tokenizer: Any, attention: str, dtype: str
+) -> None:
+    model = _load(
+        trained_model_path(),
+        "causal-lm",
+        attn_implementation=attention,
+        **_dtype_kwargs(getattr(torch, dtype)),
+    )
+    assert model.config._attn_implementation == attention
+    assert _continuation(model, trained_tokenizer, [TRAINED_PROMPT]) == TRAINED_CONTINUATION
+
+
+def test_trained_model_has_a_wide_logit_margin(trained_tokenizer: Any) -> None:
+    model = _load(trained_model_path(), "causal-lm", **_dtype_kwargs(torch.float32))
+    prompt_length = len(trained_tokenizer(TRAINED_PROMPT).input_ids)
+    ids = trained_tokenizer(TRAINED_PROMPT + TRAINED_CONTINUATION).input_ids
+    ids.append(trained_tokenizer.eos_token_id)
+    with torch.no_grad():
+        logits = model(torch.tensor([ids[:-1]])).logits[0, prompt_length - 1 :]
+    top = logits.topk(2, dim=-1)
+    assert top.indices[:, 0].tolist() == ids[prompt_length:]
+    # What keeps the continuation stable under fp16, int8 and kernel differences.
+    assert (top.values[:, 0] - top.values[:, 1]).min().item() > 5.0
+
+
+def test_trained_model_generates_in_a_left_padded_batch(trained_tokenizer: Any) -> None:
+    model = _load(trained_model_path(), "causal-lm", **_dtype_kwargs(torch.float32))
+    prompts = ["a much longer line that forces padding", TRAINED_PROMPT]
+    assert _continuation(model, trained_tokenizer, prompts, row=1) == TRAINED_CONTINUATION
+
+
+def _bitsandbytes_version() -> tuple[int, ...] | None:
+    if importlib.util.find_spec("bitsandbytes") is None:
+        return None
+    from importlib.metadata import version
+
+    return tuple(int(part) for part in version("bitsandbytes").split(".")[:2])
+
+
+_BNB_VERSION = _bitsandbytes_version()
+needs_bitsandbytes = pytest.mark.skipif(_BNB_VERSION is None, reason="bitsandbytes not installed")
+# transformers 4.x's bitsandbytes backend check calls .discard on what bitsandbytes 0.50
+# made a frozenset: loading in int8 or 4-bit fails before any model code runs.
+legacy_bnb_clash = pytest.mark.xfail(
+    int(transformers.__version__.split(".")[0]) < 5
+    and _BNB_VERSION is not None
+    and _BNB_VERSION >= (0, 50),
+    reason="transformers 4.x cannot load with bitsandbytes >= 0.50 ('frozenset' has no 'discard')",
+    raises=AttributeError,
+    strict=False,
+)
+
+
+@needs_bitsandbytes
+@legacy_bnb_clash
+@pytest.mark.parametrize("quantization", ["int8", "nf4"])
+def test_trained_model_continues_the_prompt_quantized_on_cpu(
+    trained_tokenizer: Any, quantization: str
+) -> None:
+    if quantization == "int8":
+        config = transformers.BitsAndBytesConfig(load_in_8bit=True)
+        # fp16 activations, as LLM.int8 is used (fp32 ones make bitsandbytes log a warning
+        # on every matmul).
+        dtype = torch.float16
+    else:
+        config = transformers.BitsAndBytesConfig(
+            load_in_4bit=True, bnb_4bit_quant_type="nf4", bnb_4bit_compute_dtype=torch.float32
+        )
+        dtype = torch.float32
+    model = _load(
+        trained_model_path(),
+        "causal-lm",
+        quantization_config=config,
+        device_map="cpu",
+        **_dtype_kwargs(dtype),
+    )
+    quantized = {type(module).__name__ for module in model.modules()}
+    assert ("Linear8bitLt" if quantization == "int8" else "Linear4bit") in quantized
+    assert _continuation(model, trained_tokenizer, [TRAINED_PROMPT]) == TRAINED_CONTINUATION
