@@ -122,6 +122,16 @@ def _register_fixture_module(config: pytest.Config) -> None:
         config.pluginmanager.import_plugin(name)
 
 
+def _local_worker_count(config: pytest.Config) -> int:
+    """How many xdist workers this controller starts on this machine (0 without xdist)."""
+    if getattr(config, "workerinput", None) is not None:
+        return 0
+    if config.getoption("dist", "no") == "no":
+        return 0
+    specs = config.getoption("tx", None) or []
+    return sum(1 for spec in specs if str(spec).startswith("popen"))
+
+
 def _session(config: pytest.Config) -> GpuinferSession | None:
     return config.stash.get(_SESSION_KEY, None)
 
@@ -274,7 +284,14 @@ class GpuinferSession:
     def pytest_report_header(self, config: pytest.Config) -> list[str]:
         from pytest_gpuinfer.reporting import header_lines
 
-        return header_lines(self.report, strict=self.settings.strict)
+        note = None
+        workers = _local_worker_count(config)
+        if workers:
+            from pytest_gpuinfer.requirements import usable_gpus
+            from pytest_gpuinfer.xdist_support import policy_line
+
+            note = policy_line(len(usable_gpus(self.report)), workers)
+        return header_lines(self.report, strict=self.settings.strict, worker_note=note)
 
     def pytest_sessionstart(self, session: pytest.Session) -> None:
         if self.workerid is not None:

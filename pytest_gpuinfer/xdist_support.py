@@ -1,10 +1,11 @@
 """One GPU (or one group of GPUs) per pytest-xdist worker.
 
 Policy: the GPUs a session can see are split into disjoint groups of
-``max(1, gpus // workers_on_this_host)``; worker *k* on a host owns group *k*. Workers
-beyond the last full group own no GPU. A test that asks for ``gpus=N`` runs only on a
-worker that owns at least N GPUs; elsewhere it is skipped (failed under strict) with a
-reason naming the worker and what it owns. GPUs are never shared between workers.
+``gpus // workers_on_this_host``; worker *k* on a host owns group *k* (``-n auto`` gives one
+GPU each). With more workers than GPUs, workers share GPUs round-robin, one GPU each, and
+the header says so. A test that asks for ``gpus=N`` runs only on a worker that owns at
+least N GPUs; elsewhere it is skipped (failed under strict) with a reason naming the
+worker and what it owns: it never runs on fewer GPUs than it asked for.
 
 The controller probes once and ships its report and settings to the workers through
 ``workerinput``; a worker on another host (``--tx ssh=...``) probes its own machine.
@@ -70,6 +71,15 @@ def assign(
     outer = _outer_entries(outer_visible_devices)
     # CUDA stops at the first invalid entry, so the visible GPUs are the leading entries.
     names = outer[:count] if len(outer) >= count else list(visible_gpus)
+    if worker_count > count and gpus_per_worker is None:
+        # More workers than GPUs: share round-robin (announced in the header), rather than
+        # leave some workers without a GPU and make GPU tests skip by scheduling luck.
+        ordinal = worker_index % count
+        return Assignment(
+            (ordinal,),
+            names[ordinal],
+            f"shares GPU {ordinal} of {count} with other workers ({worker_count} workers)",
+        )
     start = worker_index * per
     if start + per > count:
         return Assignment(
@@ -85,6 +95,23 @@ def assign(
         ",".join(names[o] for o in ordinals),
         f"owns GPU{'s' if per != 1 else ''} {described} of {count}",
     )
+
+
+def policy_line(gpu_count: int, worker_count: int) -> str:
+    """How ``worker_count`` workers split ``gpu_count`` GPUs, for the session header."""
+    if gpu_count == 0:
+        return f"xdist: {worker_count} workers, no GPU to pin"
+    if worker_count > gpu_count:
+        return (
+            f"xdist: {worker_count} workers share {gpu_count} GPU"
+            f"{'s' if gpu_count != 1 else ''} round-robin (use -n auto for one GPU each)"
+        )
+    per = gpu_count // worker_count
+    unused = gpu_count - per * worker_count
+    line = f"xdist: {worker_count} workers, {per} GPU{'s' if per != 1 else ''} each"
+    if unused:
+        line += f" ({unused} unused)"
+    return line + f"; tests with gpus>{per} skip"
 
 
 def worker_index(workerid: str) -> int:
@@ -189,9 +216,7 @@ def pin_worker(
 
     gpus = usable_gpus(report)
     identifiers = [gpu.uuid or str(gpu.cuda_ordinal) for gpu in gpus]
-    assignment = assign(report.visible_devices, identifiers, min(index, count - 1), count)
-    if index >= count:
-        assignment = Assignment((), "" if gpus else None, f"owns no GPU: worker {index} of {count}")
+    assignment = assign(report.visible_devices, identifiers, index % count, count)
     if assignment.visible_devices is not None and not report.simulated:
         environ["CUDA_VISIBLE_DEVICES"] = assignment.visible_devices
     return worker_view(report, assignment), assignment
