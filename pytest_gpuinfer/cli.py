@@ -73,7 +73,8 @@ def _exit_code(report: Report, modes: Sequence[str], strict: bool) -> int:
     allowed = {Status.SUPPORTED} if strict else {Status.SUPPORTED, Status.DEGRADED}
     if any(report.verdicts[mode].status not in allowed for mode in modes):
         return EXIT_NOT_SUPPORTED
-    fits = (report.memory_fit or {}).get("fits", {})
+    # Without a GPU the verdicts are about the CPU; GPU memory fit is information only.
+    fits = (report.memory_fit or {}).get("fits", {}) if report.gpus else {}
     for mode in modes:
         if mode in fits and Status(fits[mode]["status"]) not in allowed:
             return EXIT_NOT_SUPPORTED

@@ -1,0 +1,181 @@
+"""Tests that need a real NVIDIA GPU; skipped elsewhere. Run on the GPU machine.
+
+The GPU is detected through NVML, so collecting this module never initialises CUDA.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from probes.nvml import probe_nvml
+
+_GPUS = probe_nvml().gpus
+pytestmark = pytest.mark.skipif(not _GPUS, reason="needs an NVIDIA GPU (NVML found none)")
+
+ARCHES = {
+    "llama": "causal-lm",
+    "gpt2": "causal-lm",
+    "bloom": "causal-lm",
+    "opt": "causal-lm",
+    "bert": "feature-extraction",
+    "t5": "seq2seq-lm",
+}
+MODES = ("fp32", "fp16", "bf16", "int8", "nf4", "fastpath")
+
+
+@pytest.fixture(scope="module")
+def model_dirs(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    from pytest_gpuinfer.tiny_models import write_tiny_model
+
+    root = tmp_path_factory.mktemp("gpu-models")
+    return {arch: write_tiny_model(arch, root / arch) for arch in ARCHES}
+
+
+@pytest.mark.parametrize("mode", MODES)
+@pytest.mark.parametrize("arch", list(ARCHES))
+def test_every_mode_and_architecture_loads_on_the_gpu(
+    arch: str, mode: str, model_dirs: dict[str, Path]
+) -> None:
+    import torch
+
+    from pytest_gpuinfer.assertions import assert_on_device, assert_quantized
+    from pytest_gpuinfer.loading import ModeUnavailable, load_model, release_memory
+
+    try:
+        loaded = load_model(model_dirs[arch], mode, device_map="cuda:0", task=ARCHES[arch])
+    except ModeUnavailable as unavailable:
+        pytest.skip(unavailable.reason)
+    try:
+        assert loaded.devices == ("cuda:0",), loaded.devices
+        if mode in ("int8", "nf4"):
+            assert_quantized(loaded.model, bits=8 if mode == "int8" else 4)
+        if mode == "fastpath":
+            assert loaded.attn_implementation in ("sdpa", "flash_attention_2") or (
+                loaded.bettertransformer
+            ), loaded.applied
+        inputs = loaded.tokenizer(["hello world", "a"], return_tensors="pt", padding=True)
+        inputs = inputs.to(loaded.input_device)
+        assert_on_device(loaded.model, inputs)
+        with torch.no_grad():
+            if ARCHES[arch] == "seq2seq-lm":
+                out = loaded.model.generate(**inputs, max_new_tokens=4, do_sample=False)
+            else:
+                out = loaded.model(**inputs)
+        tensor = out if isinstance(out, torch.Tensor) else out[0]
+        assert tensor.is_cuda
+        if tensor.is_floating_point():
+            assert torch.isfinite(tensor.float()).all()
+    finally:
+        del loaded
+        release_memory()
+
+
+def test_int8_with_fp32_cpu_offload_plans_a_split_map(model_dirs: dict[str, Path]) -> None:
+    from pytest_gpuinfer.assertions import assert_device_map
+    from pytest_gpuinfer.loading import load_model, release_memory
+
+    loaded = load_model(
+        model_dirs["llama"],
+        "int8",
+        device_map="auto",
+        max_memory={0: "150KiB", "cpu": "2GiB"},
+        llm_int8_enable_fp32_cpu_offload=True,
+    )
+    try:
+        assert loaded.device_map is not None
+        placed = set(loaded.device_map.values())
+        assert "cpu" in placed and any(d.startswith("cuda") or d == "0" for d in placed), placed
+        assert_device_map(loaded.model, loaded.device_map)
+        inputs = loaded.tokenizer("hello", return_tensors="pt").to(loaded.input_device)
+        loaded.model.generate(**inputs, max_new_tokens=3, do_sample=False)
+    finally:
+        del loaded
+        release_memory()
+
+
+def _write_mid_llama(directory: Path) -> Path:
+    """About 110M parameters (220 MB in fp16): large enough to measure memory by."""
+    import torch
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    from pytest_gpuinfer.tiny_models import write_tiny_model
+
+    write_tiny_model("llama", directory)  # tokenizer and files; weights replaced below
+    config = LlamaConfig(
+        vocab_size=32000,
+        hidden_size=1024,
+        intermediate_size=2816,
+        num_hidden_layers=8,
+        num_attention_heads=16,
+        num_key_value_heads=4,
+        tie_word_embeddings=False,
+    )
+    torch.manual_seed(0)
+    LlamaForCausalLM(config).save_pretrained(directory)
+    return directory
+
+
+@pytest.fixture(scope="module")
+def mid_llama(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return _write_mid_llama(tmp_path_factory.mktemp("mid") / "llama-110m")
+
+
+def test_release_returns_gpu_memory_within_one_percent(mid_llama: Path) -> None:
+    import torch
+
+    from pytest_gpuinfer.loading import ModelCache, release_memory
+
+    release_memory()
+    before_allocated = torch.cuda.memory_allocated()
+    before_free, _ = torch.cuda.mem_get_info()
+    cache = ModelCache()
+    loaded = cache.get(mid_llama, "fp16", device_map="cuda:0")
+    size = torch.cuda.memory_allocated() - before_allocated
+    assert size > 100e6, size
+    assert cache.get(mid_llama, "fp16", device_map="cuda:0") is loaded
+    assert cache.loads == 1
+    del loaded
+    cache.clear()
+    after_allocated = torch.cuda.memory_allocated()
+    after_free, _ = torch.cuda.mem_get_info()
+    record = {
+        "model_bytes": size,
+        "allocated_before": before_allocated,
+        "allocated_after": after_allocated,
+        "free_before": before_free,
+        "free_after": after_free,
+    }
+    print("GPUINFER_MEMORY " + json.dumps(record))
+    assert abs(after_allocated - before_allocated) <= 0.01 * size, record
+    assert abs(after_free - before_free) <= 0.01 * before_free, record
+
+
+def test_cuda_oom_during_load_fails_only_that_load(mid_llama: Path) -> None:
+    import torch
+
+    from pytest_gpuinfer.loading import ModelLoadOOM, load_model, release_memory
+
+    release_memory()
+    free, _ = torch.cuda.mem_get_info()
+    before = torch.cuda.memory_allocated()
+    # Leave ~64 MiB: a 220 MB fp16 model cannot fit.
+    blocker: Any = torch.empty(free - 64 * 2**20, dtype=torch.uint8, device="cuda")
+    try:
+        with pytest.raises(ModelLoadOOM) as info:
+            load_model(mid_llama, "fp16", device_map="cuda:0")
+        message = str(info.value)
+        assert "needs about" in message and "free at load time: cuda:0" in message, message
+        assert torch.cuda.memory_allocated() - before == blocker.numel()
+    finally:
+        del blocker
+        release_memory()
+    # The session goes on: the same load now succeeds.
+    loaded = load_model(mid_llama, "fp16", device_map="cuda:0")
+    assert loaded.devices == ("cuda:0",)
+    del loaded
+    release_memory()
+    assert torch.cuda.memory_allocated() == before
