@@ -272,7 +272,7 @@ RULES: tuple[Rule, ...] = (
         source="PyTorch CPU kernels",
         applies=_always,
         holds=lambda f: False,
-        found=lambda f: "no GPU",
+        found=lambda f: "a machine without a GPU",
     ),
     # --- bitsandbytes (int8 = LLM.int8, nf4 = 4-bit) ------------------------------------------
     Rule(
