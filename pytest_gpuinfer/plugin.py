@@ -86,7 +86,7 @@ def pytest_configure(config: pytest.Config) -> None:
     else:
         settings, report = _probe(config)
         session = GpuinferSession(config, settings, report)
-        if config.pluginmanager.hasplugin("xdist"):
+        if _local_worker_count(config) or config.getoption("tx", None):
             from pytest_gpuinfer.xdist_support import XdistHooks
 
             config.pluginmanager.register(XdistHooks(settings.to_dict(), report), "gpuinfer-xdist")
@@ -157,6 +157,7 @@ class GpuinferSession:
         self.workerid = workerid
         self.recorder = Recorder()
         self._data_key = pytest.StashKey[dict[str, Any]]()
+        self._parsed: dict[str, Requirements] = {}
 
     @property
     def no_gpu_reason(self) -> str | None:
@@ -172,17 +173,29 @@ class GpuinferSession:
         from pytest_gpuinfer.requirements import RequirementError, parse
 
         marks = [(mark.args, mark.kwargs) for mark in node.iter_markers("gpuinfer")]
+        # Suites repeat the same marks (module marks, shared aliases): parse each once.
+        key = repr(marks)
+        cached = self._parsed.get(key)
+        if cached is not None:
+            return cached
         try:
-            return parse(marks)
+            requirements = parse(marks)
         except RequirementError as exc:
             pytest.fail(f"{nodeid}: @pytest.mark.gpuinfer: {exc}", pytrace=False)
+        self._parsed[key] = requirements
+        return requirements
 
     def pytest_generate_tests(self, metafunc: pytest.Metafunc) -> None:
         from pytest_gpuinfer.requirements import mode_reason
 
         definition = metafunc.definition
+        wants_mode = "inference_mode" in metafunc.fixturenames
+        # A keyword lookup up the node chain is far cheaper than iter_markers; it can only
+        # give false positives (a node named "gpuinfer"), which the full parse then settles.
+        if not wants_mode and "gpuinfer" not in definition.keywords:
+            return
         requirements = self.requirements_of(definition, definition.nodeid)
-        if "inference_mode" not in metafunc.fixturenames:
+        if not wants_mode:
             return
         for mark in definition.iter_markers("parametrize"):
             names = mark.args[0] if mark.args else mark.kwargs.get("argnames", "")
