@@ -642,19 +642,19 @@ class LogitsTolerance:
 
 
 # Defaults per mode: the candidate in that mode against a full-precision (fp32 or fp16,
-# eager attention) reference. Set from CPU measurements (docs/writing-tests.md,
-# "Tolerances"): on a random Llama/GPT-2/OPT of hidden size 512 x 4 layers, fp16 reached a
-# max error of 0.003 (mean 0.0004), bf16 0.023 (0.0034), int8 0.078 (0.011), nf4 0.63
-# (0.10), fastpath (sdpa vs eager) 0.003 in fp16 and 0 in fp32. Errors grew ~8x from the
-# 64-wide tiny models to those, so the bounds leave another ~10x for real models.
+# eager attention) reference. Set from CPU measurements listed in docs/writing-tests.md
+# ("Tolerances"), roughly 3x above the worst seen. The max error is an extreme value over
+# every vocabulary entry: on a confident trained model quantization moves rare tokens'
+# log-probabilities by nats, so for int8/nf4 it only catches gross corruption; the mean
+# and the top-1 agreement are the sharper checks.
 DEFAULT_TOLERANCES: Mapping[str, LogitsTolerance] = MappingProxyType(
     {
         "fp32": LogitsTolerance(0.999, 0.01, 0.001, 0.001),
-        "fastpath": LogitsTolerance(0.99, 0.05, 0.005, 0.02),
-        "fp16": LogitsTolerance(0.99, 0.05, 0.005, 0.02),
-        "bf16": LogitsTolerance(0.98, 0.25, 0.035, 0.1),
-        "int8": LogitsTolerance(0.95, 0.75, 0.1, 0.25),
-        "nf4": LogitsTolerance(0.9, 3.0, 0.5, 1.0),
+        "fastpath": LogitsTolerance(0.99, 0.5, 0.02, 0.05),
+        "fp16": LogitsTolerance(0.99, 0.5, 0.02, 0.05),
+        "bf16": LogitsTolerance(0.98, 3.0, 0.15, 0.25),
+        "int8": LogitsTolerance(0.95, 8.0, 0.1, 0.25),
+        "nf4": LogitsTolerance(0.9, 30.0, 0.4, 1.0),
     }
 )
 
