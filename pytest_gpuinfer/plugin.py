@@ -181,9 +181,12 @@ class GpuinferSession:
         try:
             requirements = parse(marks)
         except RequirementError as exc:
-            pytest.fail(f"{nodeid}: @pytest.mark.gpuinfer: {exc}", pytrace=False)
-        self._parsed[key] = requirements
-        return requirements
+            error = str(exc)
+        else:
+            self._parsed[key] = requirements
+            return requirements
+        # Raised outside the except block, so that no exception chain is printed.
+        pytest.fail(f"{nodeid}: @pytest.mark.gpuinfer: {error}", pytrace=False)
 
     def pytest_generate_tests(self, metafunc: pytest.Metafunc) -> None:
         from pytest_gpuinfer.requirements import mode_reason

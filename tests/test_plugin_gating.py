@@ -31,6 +31,7 @@ def assert_collection_error(result: pytest.RunResult, *fragments: str) -> None:
     output = result.stdout.str()
     assert result.ret == pytest.ExitCode.INTERRUPTED, output
     assert "Traceback" not in output
+    assert "During handling" not in output
     assert "pytest_gpuinfer" not in output.replace("gpuinfer-0.1.0", "")
     result.stdout.fnmatch_lines(["*ERROR collecting*"])
     for fragment in fragments:
@@ -500,3 +501,18 @@ def test_profile_file(pytester: pytest.Pytester) -> None:
     result.stdout.fnmatch_lines(
         ["SKIPPED * needs package bitsandbytes>=0.45; found bitsandbytes 0.36.0"]
     )
+
+
+def test_dormant_run_imports_no_probe_and_no_heavy_module(pytester: pytest.Pytester) -> None:
+    pytester.makepyfile(
+        """
+        import sys
+
+        def test_modules():
+            loaded = [m for m in ("torch", "transformers", "pynvml", "probes",
+                                  "pytest_gpuinfer.requirements", "pytest_gpuinfer.fixtures")
+                      if m in sys.modules]
+            assert loaded == []
+        """
+    )
+    pytester.runpytest_subprocess("-p", "no:randomly").assert_outcomes(passed=1)

@@ -137,6 +137,7 @@ def assert_usage_error(result: pytest.RunResult, *fragments: str) -> None:
     assert result.ret == pytest.ExitCode.USAGE_ERROR, result.stdout.str() + result.stderr.str()
     output = result.stdout.str() + result.stderr.str()
     assert "Traceback" not in output
+    assert "During handling" not in output
     errors = [line for line in result.errlines if line.startswith("ERROR:")]
     assert len(errors) == 1, result.errlines
     for fragment in fragments:
