@@ -359,13 +359,17 @@ def _build_meta_model(config_path: Path, data: dict[str, Any], model_type: str) 
             candidates.append(cls)
     candidates += [transformers.AutoModelForCausalLM, transformers.AutoModel]
 
+    # transformers 5 renamed torch_dtype= to dtype= (keeping the old name as an alias);
+    # 4.x passes an unknown dtype= down to the model's __init__, which raises.
+    major = int(transformers.__version__.split(".")[0])
+    dtype_kwarg = {"dtype" if major >= 5 else "torch_dtype": torch.float32}
     last_error: Exception | None = None
     with _quiet_loggers(), init_empty_weights(include_buffers=True):
         for cls in candidates:
             try:
                 if hasattr(cls, "_model_mapping"):  # an Auto class
-                    return cls.from_config(config, dtype=torch.float32)
-                return cls._from_config(config, dtype=torch.float32)
+                    return cls.from_config(config, **dtype_kwarg)
+                return cls._from_config(config, **dtype_kwarg)
             except (ValueError, KeyError, TypeError, AttributeError, ImportError) as error:
                 last_error = error
     raise InputError(
