@@ -97,3 +97,17 @@ def test_bitsandbytes_native_failure_is_reported_not_raised(tmp_path: Path) -> N
     check = verify_bitsandbytes(stack, device="cpu", environ=env, timeout=0.01)
     assert check.state == "failed"
     assert isinstance(check, NativeCheck) and check.detail
+
+
+def test_fast_version_scan_agrees_with_importlib_metadata() -> None:
+    from importlib import metadata
+
+    from probes.software import PACKAGES
+
+    found = probe_software().packages
+    for name in PACKAGES:
+        try:
+            expected: str | None = metadata.version(name)
+        except metadata.PackageNotFoundError:
+            expected = None
+        assert found[name] == expected, name
