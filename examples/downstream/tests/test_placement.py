@@ -34,5 +34,5 @@ def test_split_over_two_gpus(load_model: Any, model_path: str) -> None:
 @pytest.mark.gpuinfer(modes=["fp16"], compute_capability=">=8.0", total_memory="16GB")
 def test_needs_an_ampere_class_card(load_model: Any, model_path: str) -> None:
     """Per-GPU requirements: on a CPU-only machine this skips ("found no GPU")."""
-    lm = load_model(model_path)
+    lm = load_model(model_path, "fp16")
     assert lm.devices[0].startswith("cuda")
