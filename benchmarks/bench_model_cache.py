@@ -8,9 +8,9 @@ forward passes on the same model and mode:
 - ``uncached``: every test calls ``pytest_gpuinfer.loading.load_model`` itself.
 
 Prints the median of ``--runs`` session times (pytest_sessionstart to sessionfinish, so
-interpreter start-up and the torch/transformers imports are left out) and the fixture/baseline ratio (target
-<= 1.3). Then prints the fp16/int8 footprint ratio of each tiny architecture, loaded on
-this machine. Stores nothing.
+interpreter start-up and the torch/transformers imports are left out) and the
+fixture/baseline ratio (target <= 1.3). Then prints the fp16/int8 footprint ratio of
+each tiny architecture, loaded on this machine. Stores nothing.
 
     python benchmarks/bench_model_cache.py [--mode fp32] [--runs 3] [--tests 20]
 """

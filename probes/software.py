@@ -69,7 +69,6 @@ def _scan_versions(wanted: set[str]) -> dict[str, tuple[str, str]]:
 def installed_version(distribution: str) -> str | None:
     from importlib import metadata
 
-
     try:
         return metadata.version(distribution)
     except metadata.PackageNotFoundError:
