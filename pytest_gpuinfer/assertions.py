@@ -201,20 +201,29 @@ def _hook_location(module: Any, name: str) -> str | None:
     return None
 
 
-def _placements(model: Any) -> list[tuple[str, str]]:
-    """(tensor name, normalized device) for every parameter and buffer, offload resolved."""
-    placements: list[tuple[str, str]] = []
+def _offloads(module: Any) -> bool:
+    """Whether accelerate offloads ``module``'s weights (an AlignDevicesHook with offload)."""
+    hook = getattr(module, "_hf_hook", None)
+    hooks = list(getattr(hook, "hooks", ())) or ([hook] if hook is not None else [])
+    return any(getattr(candidate, "offload", False) for candidate in hooks)
+
+
+def _placements(model: Any) -> list[tuple[str, str, bool]]:
+    """(tensor name, normalized device, is a buffer of an offloaded module) for every
+    parameter and buffer, offload resolved."""
+    placements: list[tuple[str, str, bool]] = []
     for module_name, module in model.named_modules():
+        offloaded = _offloads(module)
         tensors = [
-            *module.named_parameters(recurse=False),
-            *module.named_buffers(recurse=False),
+            *((name, tensor, False) for name, tensor in module.named_parameters(recurse=False)),
+            *((name, tensor, True) for name, tensor in module.named_buffers(recurse=False)),
         ]
-        for name, tensor in tensors:
+        for name, tensor, is_buffer in tensors:
             full_name = f"{module_name}.{name}" if module_name else name
             device = _normalize_device(tensor.device)
             if device == "meta":
                 device = _hook_location(module, name) or "meta"
-            placements.append((full_name, device))
+            placements.append((full_name, device, offloaded and is_buffer and device != "meta"))
     return placements
 
 
@@ -235,7 +244,8 @@ def assert_device_map(model: object, expected: Mapping[str, object] | int | str)
     ``expected`` maps module prefixes to devices, as ``model.hf_device_map`` does
     (``{"model.layers.0": 0, "lm_head": "cpu"}``; ``""`` is the whole model), or is one
     device for everything. Devices may be ints, ``"cpu"``, ``"disk"``, ``"cuda:0"`` or
-    ``torch.device``; tensors accelerate offloaded to the CPU or disk count as there.
+    ``torch.device``; tensors accelerate offloaded to the CPU or disk count as there, and
+    the buffers of such modules may sit on the execution device, where accelerate keeps them.
     """
     __tracebackhide__ = True
     net: Any = _unpack(model)[0]
@@ -245,10 +255,12 @@ def assert_device_map(model: object, expected: Mapping[str, object] | int | str)
     normalized = {str(prefix): _normalize_device(device) for prefix, device in mapping.items()}
     placements = _placements(net)
     rows: list[tuple[str, str, str]] = []
-    for name, actual in placements:
+    for name, actual, offloaded_buffer in placements:
         entry = _map_entry(name, normalized)
         want = "(not in map)" if entry is None else normalized[entry]
-        if want != actual:
+        # accelerate keeps the buffers of CPU/disk-offloaded modules on the execution
+        # device (offload_buffers=False, its default): that is where they belong.
+        if want != actual and not (offloaded_buffer and want in ("cpu", "disk")):
             rows.append((name, want, actual))
     if not rows:
         return

@@ -13,6 +13,7 @@ import pytest
 from fakes import nvml_specs
 
 from probes.report import SCHEMA_VERSION, Report
+from probes.software import probe_software
 from pytest_gpuinfer.cli import main
 
 Install = Callable[[dict[str, Any] | None], None]
@@ -45,10 +46,13 @@ def test_audit_on_fake_h100(fake_nvml: Install, capsys: pytest.CaptureFixture[st
     assert report.gpus[0].name == "NVIDIA H100 80GB HBM3"
     assert report.gpus[0].compute_capability == (9, 0)
     assert report.driver.cuda_driver_version == "13.0"
-    # This machine's torch is a CPU build: on a real H100 that is a real problem.
-    assert report.verdicts["fp16"].status.value == "unsupported"
-    assert "torch-cuda-build" in {f.rule_id for f in report.verdicts["fp16"].findings}
-    assert code == 1
+    if probe_software().torch_cuda is None:
+        # A CPU build of torch beside a real H100 is a real problem, and the audit says so.
+        assert report.verdicts["fp16"].status.value == "unsupported"
+        assert "torch-cuda-build" in {f.rule_id for f in report.verdicts["fp16"].findings}
+        assert code == 1
+    else:  # the GPU machine: a CUDA torch that drives the (fake) H100's 9.0
+        assert report.verdicts["fp16"].status.value == "supported"
 
 
 def test_json_round_trips_with_schema_version(capsys: pytest.CaptureFixture[str]) -> None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 from collections.abc import Callable
@@ -82,6 +83,8 @@ def test_bitsandbytes_native_check_runs_and_caches(tmp_path: Path) -> None:
     pytest.importorskip("bitsandbytes")
     stack = probe_software()
     env = {"GPUINFER_CACHE_DIR": str(tmp_path), "PATH": "/usr/bin:/bin"}
+    if "PYTHONPATH" in os.environ:  # bitsandbytes may come from a carried --target dir
+        env["PYTHONPATH"] = os.environ["PYTHONPATH"]
     first = verify_bitsandbytes(stack, device="cpu", environ=env)
     assert first.state == "passed", first.detail
     assert "int8 matmul on cpu" in first.detail and not first.cached
