@@ -9,7 +9,8 @@ from probes.architectures import tensor_core_precisions
 from probes.memory_units import format_bytes
 from probes.report import GPUInfo, Report, SoftwareStack, Status, Verdict
 
-_STACK = ("torch", "transformers", "accelerate", "bitsandbytes", "optimum", "flash-attn")
+STACK_PACKAGES = ("torch", "transformers", "accelerate", "bitsandbytes", "optimum", "flash-attn")
+"""The packages the header and the audit name, in this order."""
 _MARK = {
     Status.SUPPORTED: "ok",
     Status.DEGRADED: "degraded",
@@ -45,13 +46,14 @@ def gpu_line(gpu: GPUInfo) -> str:
     return ", ".join(parts)
 
 
-def stack_line(software: SoftwareStack) -> str:
-    items = [f"Python {software.python}"]
-    for name in _STACK:
+def stack_line(software: SoftwareStack, driver_version: str | None = None) -> str:
+    """The stack in one line: "python 3.12.3, torch 2.11.0 (CUDA 13.0), ..., driver 580"."""
+    parts = [f"python {software.python}"]
+    for name in STACK_PACKAGES:
         version = software.packages.get(name)
-        if version is None and name in ("optimum", "flash-attn"):
-            continue
-        text = f"{name} {version or '-'}"
+        if version is None and name == "flash-attn":
+            continue  # optional, and rare: named only when installed
+        text = f"{name} {version}" if version else f"{name} not installed"
         if name == "torch" and version:
             if software.torch_cuda:
                 text += f" (CUDA {software.torch_cuda})"
@@ -63,8 +65,10 @@ def stack_line(software: SoftwareStack) -> str:
                 text += " (CPU build)"
         if name in software.overridden:
             text += " [profile]"
-        items.append(text)
-    return ", ".join(items)
+        parts.append(text)
+    if driver_version:
+        parts.append(f"driver {driver_version}")
+    return ", ".join(parts)
 
 
 def verdicts_line(verdicts: Iterable[Verdict]) -> str:

@@ -12,16 +12,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from probes.render import STACK_PACKAGES
+
 if TYPE_CHECKING:
     from probes.report import GPUInfo, Report
 
-STACK_PACKAGES: tuple[str, ...] = (
-    "torch",
-    "transformers",
-    "accelerate",
-    "bitsandbytes",
-    "optimum",
-)
 
 REPORT_SCHEMA_VERSION = "1"
 
@@ -46,27 +41,9 @@ def _gpu_line(gpu: GPUInfo) -> str:
 
 
 def stack_line(report: Report) -> str:
-    software = report.software
-    parts = [f"python {software.python}"]
-    for package in STACK_PACKAGES:
-        version = software.packages.get(package)
-        text = f"{package} {version}" if version else f"{package} not installed"
-        if package == "torch" and version:
-            if software.torch_cuda:
-                text += f" (CUDA {software.torch_cuda})"
-            elif software.torch_hip:
-                text += f" (ROCm {software.torch_hip})"
-            elif software.assumed_torch_build:
-                text += " (CUDA build assumed)"
-            else:
-                text += " (CPU build)"
-        if package in software.overridden:
-            text += " [profile]"
-        parts.append(text)
-    driver = report.driver.driver_version
-    if driver:
-        parts.append(f"driver {driver}")
-    return "gpuinfer: stack: " + ", ".join(parts)
+    from probes.render import stack_line as render_stack
+
+    return "gpuinfer: stack: " + render_stack(report.software, report.driver.driver_version)
 
 
 def modes_line(report: Report) -> str:
