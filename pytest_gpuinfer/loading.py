@@ -146,7 +146,8 @@ class LoadedModel:
     """``model.hf_device_map`` (values as device strings); None when transformers set
     none, which it does when the whole model sits on one device without an explicit map."""
     devices: tuple[str, ...]
-    """Every device holding a parameter or buffer, sorted: ("cpu",), ("cuda:0",) ..."""
+    """Every device holding a parameter or buffer, sorted: ("cpu",), ("cuda:0",) ...;
+    with an offloading map, the map's devices ("cpu", "disk") instead of "meta"."""
     footprint_bytes: int
     load_seconds: float
     name_or_path: str = ""
@@ -623,6 +624,10 @@ def _placement(model: Any) -> tuple[dict[str, str] | None, tuple[str, ...]]:
         }
     devices = {str(p.device) for p in model.parameters()}
     devices |= {str(b.device) for b in model.buffers()}
+    if device_map is not None:
+        # Offloaded weights sit on "meta" until accelerate's hooks bring them in; the
+        # map says where they really are.
+        devices = (devices - {"meta"}) | set(device_map.values())
     return device_map, tuple(sorted(devices))
 
 

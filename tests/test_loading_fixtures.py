@@ -75,7 +75,7 @@ def test_load_model_shares_one_load_across_tests(pytester: pytest.Pytester, run:
         def test_first(load_model, gpuinfer_model_cache, pytestconfig):
             pytestconfig._test_cache = gpuinfer_model_cache
             loaded = load_model(MODELS["gpt2"], "fp32")
-            assert loaded.mode == "fp32" and loaded.devices == ("cpu",)
+            assert loaded.mode == "fp32" and len(loaded.devices) == 1
             SEEN.append(loaded.model)
 
         def test_second(load_model, gpuinfer_model_cache):
