@@ -189,7 +189,7 @@ def _raw(
         return env, f"environment variable {spec.env}"
     try:
         ini = config.getini(spec.ini)
-    except pytest.UsageError as exc:
+    except (pytest.UsageError, ValueError) as exc:  # pytest < 9.2 raises ValueError
         raise pytest.UsageError(f"gpuinfer: ini option {spec.ini}: {exc}") from None
     if ini is None or ini == "":
         return None

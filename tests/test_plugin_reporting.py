@@ -85,7 +85,8 @@ def test_header_with_a_profile_says_it_is_simulated(pytester: pytest.Pytester) -
     )
 
 
-def test_header_without_a_gpu(pytester: pytest.Pytester) -> None:
+def test_header_without_a_gpu(pytester: pytest.Pytester, fake_nvml: InstallNvml) -> None:
+    fake_nvml(nvml_specs.NO_DRIVER)
     pytester.makepyfile("def test_x(): pass")
     result = pytester.runpytest("--gpuinfer")
     result.stdout.fnmatch_lines(["gpuinfer: no GPU: *", "gpuinfer: stack: *", "gpuinfer: modes: *"])

@@ -30,8 +30,12 @@ def test_probe_reads_fake_gpus_and_never_raises(fake_nvml: Install) -> None:
     assert lost.compute_capability is None
     assert "compute_capability" in lost.unknown
     assert "lost" in lost.unknown["compute_capability"].lower()
-    # This machine's torch is a CPU build, which outranks the unknown on a real GPU box.
-    assert report.verdicts["bf16"].status is Status.UNSUPPORTED
+    if probe_software().torch_cuda is None:
+        # A CPU build of torch outranks the unknown on a real GPU box.
+        assert report.verdicts["bf16"].status is Status.UNSUPPORTED
+    else:  # the GPU machine: the lost GPU's unknown capability decides
+        assert report.verdicts["bf16"].status is Status.UNKNOWN
+        assert "unknown, because" in report.verdicts["bf16"].reason
     assert report.visible_devices == "2,3"
 
 
