@@ -225,3 +225,31 @@ def test_fixtures_module_imports_no_torch() -> None:
     )
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert done.stdout.strip() == "[]"
+
+
+def test_dormant_plugin_skips_loading_fixtures_with_the_reason(pytester: pytest.Pytester) -> None:
+    pytester.makepyfile(
+        """
+        def test_a(load_model):
+            load_model("x", "fp32")
+
+        def test_b(gpuinfer_model):
+            pass
+        """
+    )
+    result = pytester.runpytest("-rs")
+    result.assert_outcomes(skipped=2)
+    result.stdout.fnmatch_lines(["*pytest-gpuinfer is not enabled: run pytest with --gpuinfer*"])
+
+
+def test_enabled_plugin_uses_the_real_loading_fixture(pytester: pytest.Pytester) -> None:
+    pytester.makepyfile(
+        """
+        def test_a(load_model):
+            load_model("/nonexistent/model", "fp32")
+        """
+    )
+    result = pytester.runpytest("--gpuinfer")
+    result.assert_outcomes(failed=1)
+    result.stdout.fnmatch_lines(["*/nonexistent/model*"])
+    assert "Traceback" not in result.stdout.str()
