@@ -2,6 +2,7 @@
 # One full run on the GPU machine: audit, GPU-gated tests, the suite, the downstream
 # example, and the fp16/int8/nf4/fastpath comparison. Logs under $OUT, a table last.
 # Expects bitsandbytes' wheel carried in .whl/ (see docs/gpu-results.md).
+# --tests-only: the audit and the test suites, without the mode comparison and benchmarks.
 set -u
 OUT=${OUT:-/tmp/gpuinfer-out}
 LOGS=$(mktemp -d)
@@ -19,13 +20,15 @@ step audit_time python3 benchmarks/bench_audit.py --runs 7
 step gpu_tests python3 -m pytest tests/test_gpu.py -p no:cacheprovider -q -rfEs -s
 step suite python3 -m pytest tests -p no:cacheprovider -q -n 8 --gpuinfer -rfEs --ignore=tests/test_gpu.py
 step example bash -c "cd examples/downstream && python3 -m pytest --gpuinfer -p no:cacheprovider -rs -v"
-step modes python3 benchmarks/gpu_modes.py --out "$OUT/gpu_modes.json"
-step bench_memory python3 benchmarks/bench_memory_estimate.py --runs 5
-step bench_collect python3 benchmarks/bench_collect.py --runs 7
-step bench_cache python3 benchmarks/bench_model_cache.py --runs 3
+if [ "${1:-}" != "--tests-only" ]; then
+    step modes python3 benchmarks/gpu_modes.py --out "$OUT/gpu_modes.json"
+    step bench_memory python3 benchmarks/bench_memory_estimate.py --runs 5
+    step bench_collect python3 benchmarks/bench_collect.py --runs 7
+    step bench_cache python3 benchmarks/bench_model_cache.py --runs 3
+fi
 tar -czf "$OUT/logs.tgz" -C "$LOGS" .
 echo "== versions"; cat "$LOGS/versions.txt"
 echo "== failures"; grep -hE "^(FAILED|ERROR) " "$LOGS"/*.log | cut -c1-240
-echo "== modes"; tail -n 9 "$LOGS/modes.log"
-echo "== benchmarks"; for b in bench_memory bench_collect bench_cache; do tail -n 8 "$LOGS/$b.log"; done
+[ -f "$LOGS/modes.log" ] && { echo "== modes"; tail -n 9 "$LOGS/modes.log"; }
+for b in bench_memory bench_collect bench_cache; do [ -f "$LOGS/$b.log" ] && tail -n 8 "$LOGS/$b.log"; done
 echo "== summary"; cat "$OUT/summary.txt"
