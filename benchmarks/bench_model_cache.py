@@ -94,26 +94,11 @@ TEST_BODIES = {
 
 def write_benchmark_model(directory: Path) -> Path:
     """A Llama-shaped model large enough for its load time to show (~3M parameters)."""
-    import torch
-    import transformers
+    from pytest_gpuinfer.tiny_models import write_tiny_model
 
-    from pytest_gpuinfer.tiny_models import build_tokenizer, save_tokenizer
-
-    config = transformers.LlamaConfig(
-        vocab_size=260,
-        hidden_size=256,
-        intermediate_size=704,
-        num_hidden_layers=4,
-        num_attention_heads=8,
-        num_key_value_heads=4,
-        max_position_embeddings=128,
-    )
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(0)
-        model = transformers.LlamaForCausalLM(config)
-    model.save_pretrained(directory)
-    save_tokenizer(build_tokenizer("llama"), directory)
-    return directory
+    sizes = {"hidden_size": 256, "intermediate_size": 704, "num_hidden_layers": 4}
+    sizes |= {"num_attention_heads": 8, "num_key_value_heads": 4}
+    return write_tiny_model("llama", directory, config_overrides=sizes)
 
 
 def run_suite(kind: str, root: Path, model: Path, mode: str, tests: int) -> float:

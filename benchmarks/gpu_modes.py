@@ -13,7 +13,6 @@ table last and writes JSON to ``--out``.
 from __future__ import annotations
 
 import argparse
-import gc
 import json
 import statistics
 import sys
@@ -22,33 +21,23 @@ import time
 from pathlib import Path
 from typing import Any
 
+LLAMA_1B = {
+    "vocab_size": 32000,
+    "hidden_size": 2048,
+    "intermediate_size": 5632,
+    "num_hidden_layers": 22,
+    "num_attention_heads": 32,
+    "num_key_value_heads": 4,
+    "max_position_embeddings": 2048,
+    "tie_word_embeddings": False,
+}
+"""A 1.1B Llama (TinyLlama's shape): 22 layers, hidden 2048, GQA 32/4."""
+
 
 def _write_llama(directory: Path) -> Path:
-    import torch
-    from transformers import LlamaConfig, LlamaForCausalLM
-
     from pytest_gpuinfer.tiny_models import write_tiny_model
 
-    # The tokenizer comes from our tiny-model writer; the weights from a 1.1B config.
-    write_tiny_model("llama", directory / "tok")
-    config = LlamaConfig(
-        vocab_size=32000,
-        hidden_size=2048,
-        intermediate_size=5632,
-        num_hidden_layers=22,
-        num_attention_heads=32,
-        num_key_value_heads=4,
-        max_position_embeddings=2048,
-        tie_word_embeddings=False,
-    )
-    torch.manual_seed(0)
-    with torch.device("cuda"):
-        model = LlamaForCausalLM(config).to(torch.float16)
-    model.save_pretrained(directory)
-    del model
-    gc.collect()
-    torch.cuda.empty_cache()
-    return directory
+    return write_tiny_model("llama", directory, dtype="float16", config_overrides=LLAMA_1B)
 
 
 def _prefill_seconds(model: Any, vocab: int) -> float:
@@ -96,15 +85,10 @@ def main() -> int:
     started = time.perf_counter()
     model_dir = _write_llama(workdir / "llama-1.1b")
     results["write_seconds"] = round(time.perf_counter() - started, 1)
-    tokenizer_dir = workdir / "llama-1.1b" / "tok"
-    from transformers import AutoTokenizer
-
-    tokenizer = AutoTokenizer.from_pretrained(tokenizer_dir)
     prompts = ["The quick brown fox", "In a hole in the ground there lived", "def main():"]
 
     baseline_memory = memory_in_use()
     reference = load_model(model_dir, "fp16", device_map="cuda:0", attn_implementation="eager")
-    reference.tokenizer = tokenizer
     rows: dict[str, dict[str, Any]] = {}
     rows["fp16 eager"] = {
         "applied": reference.applied,
@@ -114,7 +98,6 @@ def main() -> int:
     }
     for mode in ("fastpath", "int8", "nf4"):
         loaded = load_model(model_dir, mode, device_map="cuda:0")
-        loaded.tokenizer = tokenizer
         row: dict[str, Any] = {
             "applied": loaded.applied,
             "footprint_gb": loaded.footprint_bytes / 1e9,

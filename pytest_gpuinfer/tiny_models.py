@@ -277,7 +277,9 @@ def save_tokenizer(tokenizer: Any, directory: str | Path) -> None:
     config_path.write_text(json.dumps(tokenizer_config, indent=2) + "\n", encoding="utf-8")
 
 
-def _stamp(architecture: str, seed: int, task: str, dtype: str) -> dict[str, Any]:
+def _stamp(
+    architecture: str, seed: int, task: str, dtype: str, overrides: Mapping[str, Any]
+) -> dict[str, Any]:
     import transformers
 
     return {
@@ -285,6 +287,7 @@ def _stamp(architecture: str, seed: int, task: str, dtype: str) -> dict[str, Any
         "seed": seed,
         "task": task,
         "dtype": dtype,
+        "config_overrides": {key: overrides[key] for key in sorted(overrides)},
         # A directory written by one transformers release may not load in another.
         "transformers": transformers.__version__,
     }
@@ -308,13 +311,16 @@ def write_tiny_model(
     seed: int = 0,
     task: str | None = None,
     dtype: str = "float32",
+    config_overrides: Mapping[str, Any] | None = None,
 ) -> Path:
     """Write a tiny random model and its tokenizer to ``directory`` and return it.
 
-    Weights depend only on ``architecture``, ``seed``, ``task`` and ``dtype``; a
-    directory already holding that exact model is reused as is. Bad arguments raise
-    ``InputError``.
+    Weights depend only on ``architecture``, ``seed``, ``task``, ``dtype`` and
+    ``config_overrides`` (config keywords that replace the tiny ones, e.g. a 1.1B Llama's
+    sizes for a benchmark); a directory already holding that exact model is reused as is.
+    Bad arguments raise ``InputError``.
     """
+    overrides = dict(config_overrides or {})
     spec = get_architecture(architecture)
     task = spec.task if task is None else task
     if task not in spec.tasks:
@@ -326,14 +332,14 @@ def write_tiny_model(
         raise InputError(f"dtype {dtype!r} is not supported; expected one of: {', '.join(DTYPES)}")
 
     directory = Path(directory)
-    stamp = _stamp(architecture, seed, task, dtype)
+    stamp = _stamp(architecture, seed, task, dtype, overrides)
     if _is_complete(directory, stamp):
         return directory
 
     import torch
     import transformers
 
-    config = getattr(transformers, spec.config_class)(**spec.config_values())
+    config = getattr(transformers, spec.config_class)(**{**spec.config_values(), **overrides})
     auto_class = getattr(transformers, TASK_AUTO_CLASSES[task])
     # A private RNG: the weights depend on the seed alone, and the caller's torch RNG
     # state is left as it was.

@@ -53,24 +53,11 @@ def test_int8_with_fp32_cpu_offload_plans_a_split_map(llama_dir: Path) -> None:
 
 def _write_mid_llama(directory: Path) -> Path:
     """About 110M parameters (220 MB in fp16): large enough to measure memory by."""
-    import torch
-    from transformers import LlamaConfig, LlamaForCausalLM
-
     from pytest_gpuinfer.tiny_models import write_tiny_model
 
-    write_tiny_model("llama", directory)  # tokenizer and files; weights replaced below
-    config = LlamaConfig(
-        vocab_size=32000,
-        hidden_size=1024,
-        intermediate_size=2816,
-        num_hidden_layers=8,
-        num_attention_heads=16,
-        num_key_value_heads=4,
-        tie_word_embeddings=False,
-    )
-    torch.manual_seed(0)
-    LlamaForCausalLM(config).save_pretrained(directory)
-    return directory
+    sizes = {"vocab_size": 32000, "hidden_size": 1024, "intermediate_size": 2816}
+    sizes |= {"num_hidden_layers": 8, "num_attention_heads": 16, "num_key_value_heads": 4}
+    return write_tiny_model("llama", directory, config_overrides=sizes)
 
 
 @pytest.fixture(scope="module")

@@ -313,3 +313,15 @@ def test_trained_model_continues_the_prompt_quantized_on_cpu(
     quantized = {type(module).__name__ for module in model.modules()}
     assert ("Linear8bitLt" if quantization == "int8" else "Linear4bit") in quantized
     assert _continuation(model, trained_tokenizer, [TRAINED_PROMPT]) == TRAINED_CONTINUATION
+
+
+def test_config_overrides_resize_the_model_and_key_the_reuse(tmp_path: Path) -> None:
+    import json
+
+    path = tmp_path / "wide"
+    write_tiny_model("llama", path, config_overrides={"hidden_size": 128, "num_hidden_layers": 1})
+    config = json.loads((path / "config.json").read_text())
+    assert (config["hidden_size"], config["num_hidden_layers"]) == (128, 1)
+    # Other overrides are another model: the directory is rewritten, not reused.
+    write_tiny_model("llama", path, config_overrides={"hidden_size": 96, "num_hidden_layers": 1})
+    assert json.loads((path / "config.json").read_text())["hidden_size"] == 96
