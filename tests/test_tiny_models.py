@@ -316,8 +316,6 @@ def test_trained_model_continues_the_prompt_quantized_on_cpu(
 
 
 def test_config_overrides_resize_the_model_and_key_the_reuse(tmp_path: Path) -> None:
-    import json
-
     path = tmp_path / "wide"
     write_tiny_model("llama", path, config_overrides={"hidden_size": 128, "num_hidden_layers": 1})
     config = json.loads((path / "config.json").read_text())
