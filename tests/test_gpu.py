@@ -51,13 +51,13 @@ def test_int8_with_fp32_cpu_offload_plans_a_split_map(llama_dir: Path) -> None:
         release_memory()
 
 
-def _write_mid_llama(directory: Path) -> Path:
+def _write_mid_llama(directory: Path, seed: int = 0) -> Path:
     """About 110M parameters (220 MB in fp16): large enough to measure memory by."""
     from pytest_gpuinfer.tiny_models import write_tiny_model
 
     sizes = {"vocab_size": 32000, "hidden_size": 1024, "intermediate_size": 2816}
     sizes |= {"num_hidden_layers": 8, "num_attention_heads": 16, "num_key_value_heads": 4}
-    return write_tiny_model("llama", directory, config_overrides=sizes)
+    return write_tiny_model("llama", directory, seed=seed, config_overrides=sizes)
 
 
 @pytest.fixture(scope="module")
@@ -125,3 +125,36 @@ def test_cuda_oom_during_load_fails_only_that_load(
     del loaded
     release_memory()
     assert torch.cuda.memory_allocated() == before
+
+
+def test_cache_releases_the_least_recently_used_model_when_gpu_memory_is_short(
+    mid_llama: Path, tmp_path: Path, request: pytest.FixtureRequest
+) -> None:
+    import torch
+
+    from pytest_gpuinfer.loading import ModelCache, estimate_load_bytes, release_memory
+
+    if hasattr(request.config, "workerinput"):
+        pytest.skip("fills the GPU on purpose: run without xdist (-n 0) so no other test loads")
+    second = _write_mid_llama(tmp_path / "second", seed=1)
+    third = _write_mid_llama(tmp_path / "third", seed=2)
+    release_memory()
+    cache = ModelCache()
+    cache.get(mid_llama, "fp16", device_map="cuda:0")
+    cache.get(second, "fp16", device_map="cuda:0")
+    cache.get(mid_llama, "fp16", device_map="cuda:0")  # a hit: `second` is now the oldest
+    needed = estimate_load_bytes(third, "fp16")
+    assert needed is not None
+    free, _ = torch.cuda.mem_get_info()
+    # Leave half of what the third model needs: releasing one cached model makes room.
+    blocker: Any = torch.empty(free - needed // 2, dtype=torch.uint8, device="cuda")
+    try:
+        cache.get(third, "fp16", device_map="cuda:0")
+        assert cache.evictions == 1
+        assert cache.loads == 3
+        kept = {key[0] for key in cache}
+        assert str(second.resolve()) not in kept and len(kept) == 2, kept
+    finally:
+        del blocker
+        cache.clear()
+        release_memory()
