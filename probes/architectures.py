@@ -7,7 +7,6 @@ capabilities), the architecture whitepapers, and PyTorch's ``sdp_utils`` checks.
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass
 
 # Compute capability (major, minor) ranges -> architecture name. Checked in order.
 _ARCHITECTURES: tuple[tuple[tuple[int, int], tuple[int, int], str], ...] = (
@@ -47,14 +46,6 @@ SDPA_BACKENDS: dict[str, tuple[int, int]] = {
 }
 
 
-@dataclass(frozen=True)
-class ArchitectureInfo:
-    name: str
-    compute_capability: tuple[int, int]
-    tensor_core_precisions: tuple[str, ...]
-    sdpa_backends: tuple[str, ...]
-
-
 def architecture_name(compute_capability: tuple[int, int]) -> str:
     for low, high, name in _ARCHITECTURES:
         if low <= compute_capability <= high:
@@ -80,15 +71,6 @@ def tensor_core_precisions(
 
 def sdpa_backends(compute_capability: tuple[int, int]) -> tuple[str, ...]:
     return tuple(b for b, first in SDPA_BACKENDS.items() if compute_capability >= first)
-
-
-def describe(compute_capability: tuple[int, int], gpu_name: str | None = None) -> ArchitectureInfo:
-    return ArchitectureInfo(
-        name=architecture_name(compute_capability),
-        compute_capability=compute_capability,
-        tensor_core_precisions=tensor_core_precisions(compute_capability, gpu_name),
-        sdpa_backends=sdpa_backends(compute_capability),
-    )
 
 
 def parse_compute_capability(text: str) -> tuple[int, int]:

@@ -359,10 +359,9 @@ def _build_meta_model(config_path: Path, data: dict[str, Any], model_type: str) 
             candidates.append(cls)
     candidates += [transformers.AutoModelForCausalLM, transformers.AutoModel]
 
-    # transformers 5 renamed torch_dtype= to dtype= (keeping the old name as an alias);
-    # 4.x passes an unknown dtype= down to the model's __init__, which raises.
-    major = int(transformers.__version__.split(".")[0])
-    dtype_kwarg = {"dtype" if major >= 5 else "torch_dtype": torch.float32}
+    from probes.rules import dtype_keyword
+
+    dtype_kwarg = {dtype_keyword(transformers.__version__): torch.float32}
     last_error: Exception | None = None
     with _quiet_loggers(), init_empty_weights(include_buffers=True):
         for cls in candidates:

@@ -126,10 +126,6 @@ _KEYS = {
 _REQUIRED_WITHOUT_BASE = ("gpu_name", "compute_capability", "memory", "memory_bandwidth_gb_per_s")
 
 
-def profile_names() -> list[str]:
-    return list(BUILTIN_PROFILES)
-
-
 def _builtin_by_name(name: str) -> Profile | None:
     key = name.strip().lower()
     return BUILTIN_PROFILES.get(_ALIASES.get(key, key))

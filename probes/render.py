@@ -3,20 +3,14 @@
 from __future__ import annotations
 
 import textwrap
-from collections.abc import Iterable, Sequence
+from collections.abc import Sequence
 
 from probes.architectures import tensor_core_precisions
 from probes.memory_units import format_bytes
-from probes.report import GPUInfo, Report, SoftwareStack, Status, Verdict
+from probes.report import GPUInfo, Report, SoftwareStack, Verdict
 
 STACK_PACKAGES = ("torch", "transformers", "accelerate", "bitsandbytes", "optimum", "flash-attn")
 """The packages the header and the audit name, in this order."""
-_MARK = {
-    Status.SUPPORTED: "ok",
-    Status.DEGRADED: "degraded",
-    Status.UNSUPPORTED: "no",
-    Status.UNKNOWN: "unknown",
-}
 
 
 def _memory(value: int | None) -> str:
@@ -69,11 +63,6 @@ def stack_line(software: SoftwareStack, driver_version: str | None = None) -> st
     if driver_version:
         parts.append(f"driver {driver_version}")
     return ", ".join(parts)
-
-
-def verdicts_line(verdicts: Iterable[Verdict]) -> str:
-    """ "fp32 ok | fp16 ok | bf16 no | int8 ok | nf4 ok | fastpath ok (sdpa)"."""
-    return " | ".join(f"{v.mode} {_MARK[v.status]}" for v in verdicts)
 
 
 def machine_lines(report: Report) -> list[str]:

@@ -538,6 +538,21 @@ def int8_loading_api(software: SoftwareStack) -> Literal["quantization_config", 
     return "quantization_config"
 
 
+DTYPE_KEYWORD_SINCE = "4.56"
+"""transformers renamed from_pretrained's ``torch_dtype=`` to ``dtype=`` in 4.56 (the old
+name stays an alias in 5.x; 4.x before 4.56 passes an unknown ``dtype=`` to the model's
+``__init__``, which raises)."""
+
+
+def dtype_keyword(transformers_version: str) -> Literal["dtype", "torch_dtype"]:
+    """The keyword the installed transformers takes for the load dtype."""
+    try:
+        recent = Version(transformers_version) >= Version(DTYPE_KEYWORD_SINCE)
+    except InvalidVersion:
+        recent = True
+    return "dtype" if recent else "torch_dtype"
+
+
 def _resolves_to(mode: str, f: Facts) -> str | None:
     if mode in ("fp32", "fp16", "bf16"):
         return {"fp32": "torch.float32", "fp16": "torch.float16", "bf16": "torch.bfloat16"}[mode]

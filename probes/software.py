@@ -66,15 +66,6 @@ def _scan_versions(wanted: set[str]) -> dict[str, tuple[str, str]]:
     return found
 
 
-def installed_version(distribution: str) -> str | None:
-    from importlib import metadata
-
-    try:
-        return metadata.version(distribution)
-    except metadata.PackageNotFoundError:
-        return None
-
-
 def _torch_build(site: str | None) -> tuple[str | None, str | None, str | None]:
     """(cuda, hip, reason-if-unknown) from torch/version.py, read as text, not imported."""
     if site is None:

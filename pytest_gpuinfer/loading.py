@@ -85,7 +85,6 @@ _TOKENIZER_FILES = (
 _WEIGHT_SUFFIXES = (".safetensors", ".bin", ".pt", ".pth")
 _HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*(/[\w.-]+)?$")
 # transformers renamed ``torch_dtype=`` to ``dtype=`` in 4.56.
-_DTYPE_KWARG_SINCE = (4, 56)
 # Bytes per parameter by mode, for the memory estimate (quantized modes keep norms and
 # embeddings in 16-bit, hence more than 1 and 0.5).
 _BYTES_PER_PARAMETER = {
@@ -173,16 +172,6 @@ def _format(n: int) -> str:
     from probes.memory_units import format_bytes
 
     return format_bytes(n)
-
-
-def _version_tuple(version: str) -> tuple[int, ...]:
-    parts: list[int] = []
-    for piece in version.split(".")[:3]:
-        digits = re.match(r"\d+", piece)
-        if digits is None:
-            break
-        parts.append(int(digits.group()))
-    return tuple(parts)
 
 
 def check_mode(mode: object) -> str:
@@ -433,14 +422,12 @@ def _cuda_initialized() -> bool:
 # ---------------------------------------------------------------------------- loading
 
 
-def _transformers_version() -> tuple[int, ...]:
+def _dtype_kwarg() -> str:
     import transformers
 
-    return _version_tuple(transformers.__version__)
+    from probes.rules import dtype_keyword
 
-
-def _dtype_kwarg() -> str:
-    return "dtype" if _transformers_version() >= _DTYPE_KWARG_SINCE else "torch_dtype"
+    return dtype_keyword(transformers.__version__)
 
 
 def _targets_gpu(device_map: object) -> bool:

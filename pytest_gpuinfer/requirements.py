@@ -7,6 +7,7 @@ found and, for a mode, the rule that decided it. Nothing here imports pytest hoo
 
 from __future__ import annotations
 
+import functools
 import re
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -288,20 +289,27 @@ def mode_reason(report: Report, mode: str) -> str | None:
     return f"mode {mode} is {verdict.status.value}{where}: {message}{suffix}"
 
 
-def _installed_version(name: str, report: Report) -> tuple[bool, str | None]:
-    """(known, version) for a distribution: the report's view first, then this machine's."""
+def _installed_version(name: str, report: Report) -> str | None:
+    """A distribution's version: the report's view first (a profile may override it),
+    then this machine's installed metadata."""
     from packaging.utils import canonicalize_name
 
     wanted = canonicalize_name(name)
     for key, version in report.software.packages.items():
         if canonicalize_name(key) == wanted:
-            return True, version
+            return version
+    return _local_version(wanted)
+
+
+@functools.cache
+def _local_version(name: str) -> str | None:
+    # Cached: a marker naming a package outside the report is evaluated once per test.
     from importlib import metadata
 
     try:
-        return True, metadata.version(name)
+        return metadata.version(name)
     except metadata.PackageNotFoundError:
-        return True, None
+        return None
 
 
 def evaluate(
@@ -400,7 +408,7 @@ def evaluate(
         from packaging.version import InvalidVersion, Version
 
         for name, specifier in requirements.packages.items():
-            _, version = _installed_version(name, report)
+            version = _installed_version(name, report)
             shown = f"{name}{specifier}" if specifier else name
             if version is None:
                 reasons.append(f"needs package {shown}; found it not installed")

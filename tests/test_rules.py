@@ -11,6 +11,7 @@ from probes.report import DriverInfo, GPUInfo, NativeCheck, SoftwareStack, Statu
 from probes.rules import (
     RULES,
     Facts,
+    dtype_keyword,
     int8_loading_api,
     judge,
     plan_fastpath,
@@ -343,3 +344,16 @@ def test_plan_fastpath() -> None:
     assert plan_fastpath(flash, gpu((7, 5))).implementation == "sdpa"
     modern_optimum = stack("12.8", optimum="2.3.0")
     assert "needs optimum < 2" in plan_fastpath(modern_optimum, gpu((9, 0))).reason
+
+
+@pytest.mark.parametrize(
+    ("transformers", "keyword"),
+    [
+        ("4.48.3", "torch_dtype"),
+        ("4.55.4", "torch_dtype"),
+        ("4.56.0", "dtype"),
+        ("5.23.0", "dtype"),
+    ],
+)
+def test_dtype_keyword(transformers: str, keyword: str) -> None:
+    assert dtype_keyword(transformers) == keyword
