@@ -13,29 +13,35 @@ STACK_PACKAGES = ("torch", "transformers", "accelerate", "bitsandbytes", "optimu
 """The packages the header and the audit name, in this order."""
 
 
-def _memory(value: int | None) -> str:
-    return "?" if value is None else format_bytes(value)
+def gpu_line(gpu: GPUInfo, *, detail: bool = True) -> str:
+    """ "GPU 0: NVIDIA H100 80GB HBM3, cc 9.0, 79.18 GiB free of 79.65 GiB".
 
-
-def gpu_line(gpu: GPUInfo) -> str:
-    """ "cuda:0 NVIDIA H100 80GB HBM3, cc 9.0 Hopper, free 79.1 GiB / 79.6 GiB"."""
+    ``detail`` adds the architecture and tensor-core precisions (the audit's table); the
+    pytest header leaves them out.
+    """
     ordinal = gpu.cuda_ordinal if gpu.cuda_ordinal is not None else gpu.index
-    parts = [f"cuda:{ordinal} {gpu.name or 'unknown GPU'}"]
-    if gpu.compute_capability is not None:
+    parts = [f"GPU {ordinal}: {gpu.name or 'unknown GPU'}"]
+    if gpu.compute_capability is None:
+        why = gpu.unknown.get("compute_capability")
+        parts.append(f"cc unknown ({why})" if detail and why else "cc unknown")
+    else:
         major, minor = gpu.compute_capability
-        parts.append(f"cc {major}.{minor} {gpu.architecture or ''}".rstrip())
-        cores = tensor_core_precisions(gpu.compute_capability, gpu.name)
-        parts.append("tensor cores: " + (" ".join(cores) if cores else "none"))
+        if detail:
+            cores = tensor_core_precisions(gpu.compute_capability, gpu.name)
+            parts.append(f"cc {major}.{minor} {gpu.architecture or ''}".rstrip())
+            parts.append("tensor cores: " + (" ".join(cores) if cores else "none"))
+        else:
+            parts.append(f"cc {major}.{minor}")
+    free, total = gpu.free_memory_bytes, gpu.total_memory_bytes
+    if free is not None and total is not None:
+        parts.append(f"{format_bytes(free)} free of {format_bytes(total)}")
+    elif total is not None:
+        parts.append(f"free memory unknown of {format_bytes(total)}")
     else:
-        parts.append(f"cc unknown ({gpu.unknown.get('compute_capability', 'not reported')})")
-    free = gpu.free_memory_bytes
-    if free is None and "free_memory_bytes" in gpu.unknown:
-        parts.append(f"memory unknown ({gpu.unknown['free_memory_bytes']})")
-    else:
-        parts.append(f"free {_memory(free)} / {_memory(gpu.total_memory_bytes)}")
-    if gpu.mig_mode:
+        parts.append("memory unknown")
+    if detail and gpu.mig_mode:
         parts.append("MIG on")
-    if "lost" in " ".join(gpu.unknown.values()).lower():
+    if detail and "lost" in " ".join(gpu.unknown.values()).lower():
         parts.append("GPU LOST")
     return ", ".join(parts)
 

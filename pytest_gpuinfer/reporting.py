@@ -22,22 +22,9 @@ REPORT_SCHEMA_VERSION = "1"
 
 
 def _gpu_line(gpu: GPUInfo) -> str:
-    from probes.memory_units import format_bytes
+    from probes.render import gpu_line
 
-    ordinal = gpu.cuda_ordinal if gpu.cuda_ordinal is not None else gpu.index
-    if gpu.compute_capability is not None:
-        capability = f"cc {gpu.compute_capability[0]}.{gpu.compute_capability[1]}"
-    else:
-        capability = "cc unknown"
-    if gpu.free_memory_bytes is not None and gpu.total_memory_bytes is not None:
-        memory = (
-            f"{format_bytes(gpu.free_memory_bytes)} free of {format_bytes(gpu.total_memory_bytes)}"
-        )
-    elif gpu.total_memory_bytes is not None:
-        memory = f"free memory unknown of {format_bytes(gpu.total_memory_bytes)}"
-    else:
-        memory = "memory unknown"
-    return f"gpuinfer: GPU {ordinal}: {gpu.name or 'unknown GPU'}, {capability}, {memory}"
+    return "gpuinfer: " + gpu_line(gpu, detail=False)
 
 
 def stack_line(report: Report) -> str:
