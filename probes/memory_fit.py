@@ -22,6 +22,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from probes.bnb_modules import kept_in_full_precision, module_matches, tied_groups
 from probes.errors import InputError
 from probes.memory_units import MemoryKey, format_bytes
 from probes.report import MODES, GPUInfo, Status
@@ -407,46 +408,6 @@ class _Tensor:
     keep_fp32_strict: bool  # in _keep_in_fp32_modules_strict: fp32 for fp16 and bf16
 
 
-def _module_matches(name: str, patterns: Iterable[str]) -> bool:
-    # transformers' rule: a pattern matches from the start up to a module boundary
-    # (also as a regex), or as a plain suffix.
-    for pattern in patterns:
-        if name.endswith(pattern):
-            return True
-        try:
-            if re.match(rf"(?:{pattern})(?:(?<=\.)|(?=\.|$))", name):
-                return True
-        except re.error:
-            continue
-    return False
-
-
-def _tied_groups(model: Any) -> list[list[str]]:
-    tied = getattr(model, "all_tied_weights_keys", None)
-    if isinstance(tied, Mapping):
-        groups: dict[str, set[str]] = {}
-        for alias, target in tied.items():
-            groups.setdefault(str(target), {str(target)}).add(str(alias))
-        return [sorted(group) for group in groups.values()]
-    from accelerate.utils import find_tied_parameters
-
-    return [sorted(group) for group in find_tied_parameters(model)]
-
-
-def _kept_in_full_precision(model: Any, tied: list[list[str]]) -> list[str]:
-    """What transformers' bnb quantizers skip by default: tied weights, the last
-    parameter's module, the output embeddings, and ``_keep_in_fp32_modules``."""
-    skip = {name for group in tied for name in group}
-    parameters = list(model.named_parameters())
-    if parameters:
-        skip.add(parameters[-1][0])
-    output = model.get_output_embeddings() if hasattr(model, "get_output_embeddings") else None
-    if output is not None:
-        skip.update(name for name, module in model.named_modules() if module is output)
-    skip.update(getattr(model, "_keep_in_fp32_modules", None) or ())
-    return sorted({name.removesuffix(".weight") for name in skip})
-
-
 def _tensors(model: Any, kept: list[str]) -> list[_Tensor]:
     import torch
     from transformers.pytorch_utils import Conv1D
@@ -464,7 +425,7 @@ def _tensors(model: Any, kept: list[str]) -> list[_Tensor]:
             kind = "embedding"
         else:
             kind = "other"
-        skipped = _module_matches(module_name, kept)
+        skipped = module_matches(module_name, kept)
         for local, parameter in module.named_parameters(recurse=False):
             # Tied parameters are one tensor: count them once, under their first owner.
             if id(parameter) in seen:
@@ -483,9 +444,9 @@ def _tensors(model: Any, kept: list[str]) -> list[_Tensor]:
                     kind=kind,
                     quantizable=quantizable,
                     out_features=out_features,
-                    keep_fp32=_module_matches(module_name, keep_fp32) if keep_fp32 else False,
+                    keep_fp32=module_matches(module_name, keep_fp32) if keep_fp32 else False,
                     keep_fp32_strict=(
-                        _module_matches(module_name, keep_strict) if keep_strict else False
+                        module_matches(module_name, keep_strict) if keep_strict else False
                     ),
                 )
             )
@@ -547,8 +508,8 @@ def _measure(
     modes: list[str],
     double_quant: bool,
 ) -> MemoryEstimate:
-    tied = _tied_groups(model)
-    kept = _kept_in_full_precision(model, tied)
+    tied = tied_groups(model)
+    kept = kept_in_full_precision(model, tied)
     tensors = _tensors(model, kept)
     # Buffers keep the dtype they were built with (rotary inv_freq is fp32 whatever the
     # load dtype), so they count the same in every mode. Non-persistent ones included:

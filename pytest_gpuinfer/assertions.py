@@ -13,12 +13,12 @@ from __future__ import annotations
 
 import importlib
 import math
-import re
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from types import MappingProxyType
 from typing import TYPE_CHECKING, Any
 
+from probes.bnb_modules import kept_in_full_precision, module_matches
 from probes.errors import InputError
 from probes.memory_units import format_bytes
 
@@ -295,23 +295,7 @@ def _skip_patterns(model: Any) -> set[str]:
     if skip_modules is not None:
         patterns.update(skip_modules)
     else:
-        # transformers' defaults: the output embeddings, tied weights and the last module.
-        output_embeddings = (
-            model.get_output_embeddings() if hasattr(model, "get_output_embeddings") else None
-        )
-        patterns.update(
-            name
-            for name, module in model.named_modules()
-            if output_embeddings is not None and module is output_embeddings
-        )
-        tied = getattr(model, "all_tied_weights_keys", None) or {}
-        if isinstance(tied, Mapping):
-            patterns.update(
-                str(key).removesuffix(".weight") for key in (*tied.keys(), *tied.values())
-            )
-        parameter_names = [name for name, _ in model.named_parameters()]
-        if parameter_names:
-            patterns.add(parameter_names[-1].rsplit(".", 1)[0])
+        patterns.update(kept_in_full_precision(model))
     patterns.update(getattr(model, "_keep_in_fp32_modules", None) or ())
     quantizer = getattr(model, "hf_quantizer", None)
     patterns.update(getattr(quantizer, "modules_to_not_convert", None) or ())
@@ -319,18 +303,6 @@ def _skip_patterns(model: Any) -> set[str]:
     if setting("llm_int8_enable_fp32_cpu_offload") and isinstance(device_map, Mapping):
         patterns.update(key for key, value in device_map.items() if value in ("cpu", "disk"))
     return patterns
-
-
-def _is_skipped(name: str, patterns: set[str]) -> bool:
-    for pattern in patterns:
-        if name == pattern or name.startswith(pattern + ".") or name.endswith("." + pattern):
-            return True
-        try:
-            if re.fullmatch(rf"(?:{pattern})(?:\..*)?", name):
-                return True
-        except re.error:
-            continue
-    return False
 
 
 def assert_quantized(model: object, *, bits: int = 8) -> None:
@@ -371,7 +343,7 @@ def assert_quantized(model: object, *, bits: int = 8) -> None:
     for name, module in net.named_modules():
         if not isinstance(module, (*linear_types, *bnb_types)):
             continue
-        if _is_skipped(name, patterns):
+        if module_matches(name, patterns):
             skipped.append(name)
             continue
         eligible += 1
