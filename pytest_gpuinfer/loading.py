@@ -84,7 +84,6 @@ _TOKENIZER_FILES = (
 )
 _WEIGHT_SUFFIXES = (".safetensors", ".bin", ".pt", ".pth")
 _HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*(/[\w.-]+)?$")
-# transformers renamed ``torch_dtype=`` to ``dtype=`` in 4.56.
 # Bytes per parameter by mode, for the memory estimate (quantized modes keep norms and
 # embeddings in 16-bit, hence more than 1 and 0.5).
 _BYTES_PER_PARAMETER = {
