@@ -17,8 +17,10 @@ import sys
 import time
 
 PROBE_TIMING = (
-    "import time; t0 = time.perf_counter(); import probes, probes.rules, probes.software, "
-    "probes.nvml, pynvml, importlib.metadata; t1 = time.perf_counter(); probes.probe(); "
+    "import time; t0 = time.perf_counter(); from pytest_gpuinfer import probes; "
+    "import pytest_gpuinfer.probes.rules, pytest_gpuinfer.probes.software, "
+    "pytest_gpuinfer.probes.nvml, pynvml, importlib.metadata; t1 = time.perf_counter(); "
+    "probes.probe(); "
     "t2 = time.perf_counter(); probes.probe(); t3 = time.perf_counter(); "
     "print(f'{(t1 - t0) * 1000:.2f} {(t2 - t1) * 1000:.2f} {(t3 - t2) * 1000:.2f}')"
 )

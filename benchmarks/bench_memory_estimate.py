@@ -47,9 +47,9 @@ def status():
 
 start = time.perf_counter()
 import torch, transformers, accelerate  # the cost every caller pays once
-from probes.memory_fit import estimate_model_memory, fit_on_devices
-from probes.memory_units import parse_max_memory
-from probes.report import GPUInfo
+from pytest_gpuinfer.probes.memory_fit import estimate_model_memory, fit_on_devices
+from pytest_gpuinfer.probes.memory_units import parse_max_memory
+from pytest_gpuinfer.probes.report import GPUInfo
 imported = time.perf_counter()
 before = status()
 

@@ -29,7 +29,7 @@ from pathlib import Path
 
 CONFTEST = """
 import time
-import probes
+from pytest_gpuinfer import probes
 import torch  # imported before the session starts: the times leave imports out
 import transformers
 
@@ -123,7 +123,7 @@ def run_suite(kind: str, root: Path, model: Path, mode: str, tests: int) -> floa
 
 
 def footprints() -> None:
-    import probes
+    from pytest_gpuinfer import probes
     from pytest_gpuinfer.loading import load_model
     from pytest_gpuinfer.tiny_models import ARCHITECTURES, write_tiny_model
 

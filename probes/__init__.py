@@ -6,8 +6,8 @@ imported until a probe runs, and NVML is the only thing a default probe loads.
 
 from __future__ import annotations
 
-from probes.probe import probe
-from probes.report import (
+from pytest_gpuinfer.probes.probe import probe
+from pytest_gpuinfer.probes.report import (
     MODES,
     SCHEMA_VERSION,
     DriverInfo,

@@ -25,7 +25,10 @@ _ARCHITECTURES: tuple[tuple[tuple[int, int], tuple[int, int], str], ...] = (
 # Tensor-core precision -> first compute capability that has it in hardware.
 TENSOR_CORE_PRECISIONS: dict[str, tuple[int, int]] = {
     "fp16": (7, 0),
-    "int8": (7, 2),  # Xavier (7.2) and Turing (7.5); Volta 7.0 has fp16 only
+    # int8 MMA as the CUDA libraries use it (cuBLASLt IMMA, hence bitsandbytes' LLM.int8)
+    # begins with Turing; Volta 7.0 has fp16 only, Xavier's 7.2 int8 units are not a
+    # cuBLASLt target. The rules read this one fact.
+    "int8": (7, 5),
     "int4": (7, 5),
     "bf16": (8, 0),
     "tf32": (8, 0),

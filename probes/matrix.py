@@ -6,10 +6,10 @@ and a test fails when it is stale.
 
 from __future__ import annotations
 
-from probes.architectures import SDPA_BACKENDS, TENSOR_CORE_PRECISIONS
-from probes.profiles import BUILTIN_PROFILES
-from probes.report import MODES, SoftwareStack, Status
-from probes.rules import RULES, judge
+from pytest_gpuinfer.probes.architectures import SDPA_BACKENDS, TENSOR_CORE_PRECISIONS
+from pytest_gpuinfer.probes.profiles import BUILTIN_PROFILES
+from pytest_gpuinfer.probes.report import MODES, SoftwareStack, Status
+from pytest_gpuinfer.probes.rules import RULES, judge
 
 # The stacks the profile grids are judged with, fixed so the page does not depend on the
 # machine that renders it. torch's CUDA build is assumed to drive each GPU.

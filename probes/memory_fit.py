@@ -22,10 +22,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from probes.bnb_modules import kept_in_full_precision, module_matches, tied_groups
-from probes.errors import InputError
-from probes.memory_units import MemoryKey, format_bytes
-from probes.report import MODES, GPUInfo, Status
+from pytest_gpuinfer.probes.bnb_modules import kept_in_full_precision, module_matches, tied_groups
+from pytest_gpuinfer.probes.errors import InputError
+from pytest_gpuinfer.probes.memory_units import MemoryKey, format_bytes
+from pytest_gpuinfer.probes.modes import MODE_INFO, QUANTIZED_MODES
+from pytest_gpuinfer.probes.report import MODES, GPUInfo, Status
 
 CUDA_CONTEXT_BYTES = 500 * 2**20
 """Taken off every GPU's memory before weights: the CUDA context, cuBLAS workspace and
@@ -39,7 +40,6 @@ QUANTIZER_MAX_MEMORY_FACTOR = 0.90
 """transformers' bitsandbytes quantizers scale every max_memory entry by this before
 planning a device map (room for buffers made while quantizing)."""
 
-QUANTIZED_MODES: frozenset[str] = frozenset({"int8", "nf4"})
 
 NF4_BLOCK_SIZE = 64
 """bitsandbytes' default 4-bit block: one absmax per 64 weights."""
@@ -47,8 +47,12 @@ _NF4_NESTED_BLOCK_SIZE = 256
 _NF4_CODE_BYTES = 16 * 4  # the 16-entry fp32 lookup table each 4-bit weight keeps
 _DYNAMIC_CODE_BYTES = 256 * 4  # the 8-bit map double quantisation keeps per weight
 
-# Modes whose weights have the same bytes as fp16: the fastpath only swaps attention.
-_SIXTEEN_BIT = {"fp16": "float16", "bf16": "bfloat16", "fastpath": "float16"}
+# Modes whose weights have 16-bit bytes (the fastpath only swaps attention).
+_SIXTEEN_BIT = {
+    m.name: m.weight_dtype
+    for m in MODE_INFO.values()
+    if not m.quantized and m.weight_dtype in ("float16", "bfloat16")
+}
 
 
 @dataclass
@@ -360,7 +364,7 @@ def _build_meta_model(config_path: Path, data: dict[str, Any], model_type: str) 
             candidates.append(cls)
     candidates += [transformers.AutoModelForCausalLM, transformers.AutoModel]
 
-    from probes.rules import dtype_keyword
+    from pytest_gpuinfer.probes.hf_calls import dtype_keyword
 
     dtype_kwarg = {dtype_keyword(transformers.__version__): torch.float32}
     last_error: Exception | None = None

@@ -13,7 +13,7 @@ from __future__ import annotations
 import math
 from collections.abc import Mapping
 
-from probes.errors import InputError
+from pytest_gpuinfer.probes.errors import InputError
 
 MemoryKey = int | str
 """A max_memory key: a GPU ordinal (int) or one of "mps", "cpu", "disk"."""

@@ -14,9 +14,9 @@ from dataclasses import dataclass, field, replace
 from types import ModuleType
 from typing import Any, TypeVar
 
-from probes.architectures import architecture_name, has_tensor_cores
-from probes.report import DriverInfo, GPUInfo
-from probes.visible_devices import DeviceDescriptor, resolve_visible_devices
+from pytest_gpuinfer.probes.architectures import architecture_name, has_tensor_cores
+from pytest_gpuinfer.probes.report import DriverInfo, GPUInfo
+from pytest_gpuinfer.probes.visible_devices import DeviceDescriptor, resolve_visible_devices
 
 _T = TypeVar("_T")
 

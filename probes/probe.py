@@ -8,7 +8,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import replace
 from pathlib import Path
 
-from probes.report import MODES, DriverInfo, NativeCheck, Report, parse_modes
+from pytest_gpuinfer.probes.report import MODES, DriverInfo, NativeCheck, Report, parse_modes
 
 SIMULATED = "simulated profile: not read from a driver"
 
@@ -26,15 +26,15 @@ def probe(
     raises ``InputError`` for a bad profile or mode. ``verify`` runs bitsandbytes' int8
     matmul in a child process (seconds; cached per versions and GPU).
     """
-    from probes.rules import judge
-    from probes.software import probe_software, verify_bitsandbytes
+    from pytest_gpuinfer.probes.rules import judge
+    from pytest_gpuinfer.probes.software import probe_software, verify_bitsandbytes
 
     started = time.perf_counter()
     env = os.environ if environ is None else environ
     modes = parse_modes(modes)
     software = probe_software()
     if profile is not None:
-        from probes.profiles import load_profile
+        from pytest_gpuinfer.probes.profiles import load_profile
 
         simulated = load_profile(profile)
         gpus = simulated.gpus()
@@ -65,7 +65,7 @@ def probe(
             visible_devices=env.get("CUDA_VISIBLE_DEVICES"),
         )
     else:
-        from probes.nvml import probe_nvml
+        from pytest_gpuinfer.probes.nvml import probe_nvml
 
         nvml = probe_nvml(env)
         if verify:

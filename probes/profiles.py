@@ -30,9 +30,13 @@ from typing import Any
 
 from packaging.version import InvalidVersion, Version
 
-from probes.architectures import architecture_name, has_tensor_cores, parse_compute_capability
-from probes.errors import InputError
-from probes.report import GPUInfo
+from pytest_gpuinfer.probes.architectures import (
+    architecture_name,
+    has_tensor_cores,
+    parse_compute_capability,
+)
+from pytest_gpuinfer.probes.errors import InputError
+from pytest_gpuinfer.probes.report import GPUInfo
 
 _MIB = 1024**2
 
@@ -202,7 +206,7 @@ def profile_from_mapping(data: Mapping[str, Any], *, source: str) -> Profile:
         capability = base.compute_capability
 
     if "memory" in data:
-        from probes.memory_units import parse_memory
+        from pytest_gpuinfer.probes.memory_units import parse_memory
 
         memory = parse_memory(data["memory"], what=f"profile {source}: 'memory'")
         if memory <= 0:

@@ -5,9 +5,9 @@ from __future__ import annotations
 import textwrap
 from collections.abc import Sequence
 
-from probes.architectures import tensor_core_precisions
-from probes.memory_units import format_bytes
-from probes.report import GPUInfo, Report, SoftwareStack, Verdict
+from pytest_gpuinfer.probes.architectures import tensor_core_precisions
+from pytest_gpuinfer.probes.memory_units import format_bytes
+from pytest_gpuinfer.probes.report import GPUInfo, Report, SoftwareStack, Verdict
 
 STACK_PACKAGES = ("torch", "transformers", "accelerate", "bitsandbytes", "optimum", "flash-attn")
 """The packages the header and the audit name, in this order."""

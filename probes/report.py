@@ -12,10 +12,9 @@ from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
-SCHEMA_VERSION = "1"
+from pytest_gpuinfer.probes.modes import MODES
 
-MODES: tuple[str, ...] = ("fp32", "fp16", "bf16", "int8", "nf4", "fastpath")
-"""Every inference mode the rules judge, in display order."""
+SCHEMA_VERSION = "1"
 
 
 class Status(str, enum.Enum):
@@ -290,7 +289,7 @@ class Report:
 
 def parse_modes(value: str | Sequence[str], *, what: str = "mode") -> tuple[str, ...]:
     """ "int8,fastpath" or ["int8", "fastpath"] -> validated modes; InputError names a bad one."""
-    from probes.errors import InputError
+    from pytest_gpuinfer.probes.errors import InputError
 
     items = value.split(",") if isinstance(value, str) else list(value)
     modes: list[str] = []

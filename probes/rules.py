@@ -13,19 +13,31 @@ from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from typing import Literal
 
-from packaging.version import InvalidVersion, Version
+from packaging.version import Version
 
-from probes.architectures import SDPA_BACKENDS, sdpa_backends, tensor_core_precisions
-from probes.report import MODES, DriverInfo, Finding, GPUInfo, SoftwareStack, Status, Verdict
-
-QUANTIZED = frozenset({"int8", "nf4"})
-ALL = frozenset(MODES)
-
-# optimum's BetterTransformer refuses these (optimum 1.27 transformation.py) and
-# transformers >= 4.36 has native SDPA for them instead.
-BETTERTRANSFORMER_REFUSED_MODEL_TYPES: frozenset[str] = frozenset(
-    {"llama", "falcon", "whisper", "gpt_bigcode"}
+from pytest_gpuinfer.probes.architectures import (
+    SDPA_BACKENDS,
 )
+from pytest_gpuinfer.probes.facts import INT8_TENSOR_CORES_FROM, Facts, UnknownFact
+from pytest_gpuinfer.probes.hf_calls import (
+    bettertransformer_usable,
+    int8_loading_api,
+    native_sdpa,
+    plan_fastpath,
+)
+from pytest_gpuinfer.probes.modes import MODE_INFO, QUANTIZED_MODES, bnb_config_text
+from pytest_gpuinfer.probes.report import (
+    MODES,
+    DriverInfo,
+    Finding,
+    GPUInfo,
+    SoftwareStack,
+    Status,
+    Verdict,
+)
+
+QUANTIZED = QUANTIZED_MODES
+ALL = frozenset(MODES)
 
 # bitsandbytes 0.50 wheels: CUDA build -> the compute capabilities its kernels cover.
 BNB_050_CUDA_BUILDS: tuple[
@@ -39,90 +51,6 @@ BNB_050_CUDA_BUILDS: tuple[
 
 # CUDA toolkit major -> oldest compute capability it still compiles for.
 CUDA_TOOLKIT_MIN_CC: dict[int, tuple[int, int]] = {11: (3, 5), 12: (5, 0), 13: (7, 5)}
-
-
-class UnknownFact(Exception):
-    """A fact a rule needs could not be read; the rule's outcome becomes "unknown"."""
-
-
-@dataclass(frozen=True)
-class Facts:
-    """What one rule evaluation may read: one GPU (or none, for the CPU) and the stack."""
-
-    software: SoftwareStack
-    gpu: GPUInfo | None
-    simulated: bool = False
-    driver: DriverInfo | None = None
-
-    @property
-    def on_gpu(self) -> bool:
-        return self.gpu is not None
-
-    @property
-    def cc(self) -> tuple[int, int]:
-        if self.gpu is None:
-            raise UnknownFact("there is no GPU")
-        if self.gpu.compute_capability is None:
-            why = self.gpu.unknown.get("compute_capability", "NVML did not report it")
-            raise UnknownFact(f"compute capability of {self.gpu.label} is unknown ({why})")
-        return self.gpu.compute_capability
-
-    @property
-    def gpu_label(self) -> str:
-        return self.gpu.label if self.gpu else "the CPU (no GPU)"
-
-    @property
-    def tensor_cores(self) -> tuple[str, ...]:
-        assert self.gpu is not None
-        return tensor_core_precisions(self.cc, self.gpu.name)
-
-    def has(self, package: str) -> bool:
-        return self.software.packages.get(package) is not None
-
-    def version(self, package: str) -> Version:
-        raw = self.software.packages.get(package)
-        if raw is None:
-            raise UnknownFact(f"{package} is not installed")
-        try:
-            return Version(raw)
-        except InvalidVersion:
-            raise UnknownFact(f"{package} version {raw!r} cannot be parsed") from None
-
-    def at_least(self, package: str, minimum: str) -> bool:
-        return self.version(package) >= Version(minimum)
-
-    def below(self, package: str, bound: str) -> bool:
-        return self.has(package) and self.version(package).release < Version(bound).release
-
-    def pkg(self, package: str) -> str:
-        return f"{package} {self.software.packages.get(package) or 'not installed'}"
-
-    @property
-    def torch_cuda(self) -> tuple[int, int] | None:
-        """torch's CUDA build; None when a simulated profile lets us assume a fitting one."""
-        if self.software.torch_cuda is None:
-            return None
-        major, _, minor = self.software.torch_cuda.partition(".")
-        try:
-            return int(major), int(minor or 0)
-        except ValueError:
-            raise UnknownFact(
-                f"torch CUDA version {self.software.torch_cuda!r} unreadable"
-            ) from None
-
-    @property
-    def torch_is_cpu_build(self) -> bool:
-        return (
-            self.has("torch")
-            and not self.software.assumed_torch_build
-            and self.software.torch_cuda is None
-            and self.software.torch_hip is None
-            and "torch_cuda" not in self.software.unknown
-        )
-
-
-def _cc_text(cc: tuple[int, int]) -> str:
-    return f"{cc[0]}.{cc[1]}"
 
 
 @dataclass(frozen=True)
@@ -352,24 +280,26 @@ RULES: tuple[Rule, ...] = (
         id="bnb-lt-0.37-needs-turing",
         modes=frozenset({"int8"}),
         device="cuda",
-        requirement="int8 with bitsandbytes < 0.37 needs compute capability >= 7.5 with int8 "
+        requirement="int8 with bitsandbytes < 0.37 needs compute capability >= "
+        f"{INT8_TENSOR_CORES_FROM} with int8 "
         "tensor cores (Turing or newer; not GTX 16xx)",
         otherwise=Status.UNSUPPORTED,
         source="HF Efficient Inference on a Single GPU (v4.29); bitsandbytes 0.37.0 changelog",
         applies=lambda f: f.below("bitsandbytes", "0.37"),
-        holds=lambda f: f.cc >= (7, 5) and "int8" in f.tensor_cores,
+        holds=lambda f: "int8" in f.tensor_cores,
         found=lambda f: f"{f.gpu_label} with {f.pkg('bitsandbytes')}",
     ),
     Rule(
         id="bnb-int8-without-tensor-cores",
         modes=frozenset({"int8"}),
         device="cuda",
-        requirement="fast int8 needs int8 tensor cores (compute capability >= 7.5); "
+        requirement="fast int8 needs int8 tensor cores (compute capability >= "
+        f"{INT8_TENSOR_CORES_FROM}); "
         "bitsandbytes >= 0.37 falls back to a slow path without them",
         otherwise=Status.DEGRADED,
         source="bitsandbytes 0.37.0 changelog; bitsandbytes docs (cc 6.0-7.4 disputed)",
         applies=lambda f: f.has("bitsandbytes") and not f.below("bitsandbytes", "0.37"),
-        holds=lambda f: f.cc >= (7, 5) and "int8" in f.tensor_cores,
+        holds=lambda f: "int8" in f.tensor_cores,
         found=lambda f: f"{f.gpu_label}",
     ),
     Rule(
@@ -445,7 +375,7 @@ RULES: tuple[Rule, ...] = (
         otherwise=Status.UNSUPPORTED,
         source="transformers modeling_utils.py; optimum PRs #2198, #2305",
         applies=lambda f: f.has("torch") and f.has("transformers"),
-        holds=lambda f: _native_sdpa(f) or _bettertransformer_usable(f),
+        holds=lambda f: native_sdpa(f) or bettertransformer_usable(f),
         found=lambda f: f"{f.pkg('transformers')}, {f.pkg('torch')}, {f.pkg('optimum')}",
     ),
     Rule(
@@ -463,107 +393,14 @@ RULES: tuple[Rule, ...] = (
 )
 
 
-def _native_sdpa(f: Facts) -> bool:
-    return f.at_least("transformers", "4.36") and f.at_least("torch", "2.1.1")
-
-
-def _bettertransformer_usable(f: Facts) -> bool:
-    return (
-        f.has("optimum")
-        and f.version("optimum") < Version("2")
-        and f.version("transformers") < Version("4.49")
-    )
-
-
-@dataclass(frozen=True)
-class FastpathPlan:
-    implementation: Literal["bettertransformer", "sdpa", "flash_attention_2"]
-    reason: str
-    kernels: tuple[str, ...] = ()
-
-
-def plan_fastpath(
-    software: SoftwareStack, gpu: GPUInfo | None, model_type: str | None = None
-) -> FastpathPlan:
-    """What the fastpath resolves to on this stack (and, given one, for this model type).
-
-    BetterTransformer where optimum allows it and the architecture is eligible; else
-    flash_attention_2 when flash-attn is installed and the GPU qualifies; else SDPA.
-    """
-    f = Facts(software=software, gpu=gpu)
-    try:
-        kernels = tuple(b for b in sdpa_backends(f.cc) if b != "math") if gpu else ("cpu",)
-    except UnknownFact:
-        kernels = ()
-    try:
-        bettertransformer = _bettertransformer_usable(f)
-    except UnknownFact:
-        bettertransformer = False
-    refused = model_type is not None and model_type in BETTERTRANSFORMER_REFUSED_MODEL_TYPES
-    if bettertransformer and not refused:
-        return FastpathPlan(
-            "bettertransformer",
-            f"optimum {software.version('optimum')} BetterTransformer with "
-            f"transformers {software.version('transformers')} (< 4.49)",
-            kernels,
-        )
-    try:
-        flash_ok = gpu is not None and f.has("flash-attn") and f.cc >= (8, 0)
-    except UnknownFact:
-        flash_ok = False
-    if flash_ok:
-        return FastpathPlan(
-            "flash_attention_2",
-            f"flash-attn {software.version('flash-attn')} on {f.gpu_label}",
-            kernels,
-        )
-    why = "native SDPA"
-    if refused and bettertransformer:
-        why += f" (BetterTransformer refuses model type {model_type!r})"
-    elif software.version("optimum") and not bettertransformer:
-        why += " (BetterTransformer needs optimum < 2 with transformers < 4.49)"
-    backends = ", ".join(kernels) if kernels else "math kernel only"
-    return FastpathPlan("sdpa", f"{why}; kernels: {backends}", kernels)
-
-
-def int8_loading_api(software: SoftwareStack) -> Literal["quantization_config", "load_in_8bit"]:
-    """How the installed transformers takes LLM.int8: ``load_in_8bit`` was removed in 5.0."""
-    raw = software.version("transformers")
-    if raw is not None:
-        try:
-            if Version(raw) < Version("4.30"):
-                return "load_in_8bit"
-        except InvalidVersion:
-            pass
-    return "quantization_config"
-
-
-DTYPE_KEYWORD_SINCE = "4.56"
-"""transformers renamed from_pretrained's ``torch_dtype=`` to ``dtype=`` in 4.56 (the old
-name stays an alias in 5.x; 4.x before 4.56 passes an unknown ``dtype=`` to the model's
-``__init__``, which raises)."""
-
-
-def dtype_keyword(transformers_version: str) -> Literal["dtype", "torch_dtype"]:
-    """The keyword the installed transformers takes for the load dtype."""
-    try:
-        recent = Version(transformers_version) >= Version(DTYPE_KEYWORD_SINCE)
-    except InvalidVersion:
-        recent = True
-    return "dtype" if recent else "torch_dtype"
-
-
 def _resolves_to(mode: str, f: Facts) -> str | None:
-    if mode in ("fp32", "fp16", "bf16"):
-        return {"fp32": "torch.float32", "fp16": "torch.float16", "bf16": "torch.bfloat16"}[mode]
-    if mode == "int8":
-        if int8_loading_api(f.software) == "load_in_8bit":
-            return "from_pretrained(..., load_in_8bit=True)"
-        return "quantization_config=BitsAndBytesConfig(load_in_8bit=True)"
-    if mode == "nf4":
-        return (
-            "quantization_config=BitsAndBytesConfig(load_in_4bit=True, bnb_4bit_quant_type='nf4')"
-        )
+    info = MODE_INFO[mode]
+    if not info.quantized and info.dtype_fixed:
+        return info.torch_dtype_name
+    if mode == "int8" and int8_loading_api(f.software) == "load_in_8bit":
+        return "from_pretrained(..., load_in_8bit=True)"
+    if info.quantized:
+        return f"quantization_config={bnb_config_text(mode)}"
     plan = plan_fastpath(f.software, f.gpu)
     if plan.implementation == "sdpa":
         kernels = ", ".join(plan.kernels) if plan.kernels else "math"

@@ -19,7 +19,7 @@ import time
 from collections.abc import Mapping
 from pathlib import Path
 
-from probes.report import NativeCheck, SoftwareStack
+from pytest_gpuinfer.probes.report import NativeCheck, SoftwareStack
 
 PACKAGES: tuple[str, ...] = (
     "torch",

@@ -18,9 +18,9 @@ from dataclasses import dataclass
 from types import MappingProxyType
 from typing import TYPE_CHECKING, Any
 
-from probes.bnb_modules import kept_in_full_precision, module_matches
-from probes.errors import InputError
-from probes.memory_units import format_bytes
+from pytest_gpuinfer.probes.bnb_modules import kept_in_full_precision, module_matches
+from pytest_gpuinfer.probes.errors import InputError
+from pytest_gpuinfer.probes.memory_units import format_bytes
 
 if TYPE_CHECKING:
     import torch

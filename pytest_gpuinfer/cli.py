@@ -12,8 +12,8 @@ import sys
 from collections.abc import Sequence
 from typing import NoReturn
 
-from probes.errors import InputError
-from probes.report import MODES, Report, Status, parse_modes
+from pytest_gpuinfer.probes.errors import InputError
+from pytest_gpuinfer.probes.report import MODES, Report, Status, parse_modes
 
 EXIT_OK = 0
 EXIT_NOT_SUPPORTED = 1
@@ -82,23 +82,23 @@ def _exit_code(report: Report, modes: Sequence[str], strict: bool) -> int:
 
 
 def _audit(args: argparse.Namespace) -> int:
-    from probes.probe import probe
+    from pytest_gpuinfer.probes.probe import probe
 
     modes = parse_modes(args.modes, what="mode in --modes")
     max_memory = None
     if args.max_memory is not None:
-        from probes.memory_units import parse_max_memory
+        from pytest_gpuinfer.probes.memory_units import parse_max_memory
 
         max_memory = parse_max_memory(args.max_memory)
     report = probe(args.profile, verify=args.verify, modes=modes)
     fit_rows: list[str] = []
     if args.model is not None:
-        from probes.memory_fit import estimate_model_memory, fit_on_devices
+        from pytest_gpuinfer.probes.memory_fit import estimate_model_memory, fit_on_devices
 
         estimate = estimate_model_memory(args.model, modes=modes)
         fit = fit_on_devices(estimate, report.gpus, max_memory=max_memory)
         report.memory_fit = fit.to_dict()
-        from probes.render import memory_fit_lines
+        from pytest_gpuinfer.probes.render import memory_fit_lines
 
         millions = estimate.parameter_count / 1e6
         label = f"{estimate.source} ({estimate.model_type}, {millions:,.1f}M parameters)"
@@ -108,7 +108,7 @@ def _audit(args: argparse.Namespace) -> int:
     if args.json:
         print(json.dumps(report.to_dict(), indent=2, sort_keys=False))
     else:
-        from probes.render import audit_text
+        from pytest_gpuinfer.probes.render import audit_text
 
         print(audit_text(report))
         if fit_rows:
@@ -118,8 +118,8 @@ def _audit(args: argparse.Namespace) -> int:
 
 
 def _profiles() -> int:
-    from probes.memory_units import format_bytes
-    from probes.profiles import BUILTIN_PROFILES
+    from pytest_gpuinfer.probes.memory_units import format_bytes
+    from pytest_gpuinfer.probes.profiles import BUILTIN_PROFILES
 
     print(f"{'name':<11}{'GPU':<26}{'cc':<6}{'memory':>11}{'bandwidth':>12}  gpus")
     for p in BUILTIN_PROFILES.values():
@@ -136,7 +136,7 @@ def _profiles() -> int:
 def _matrix(args: argparse.Namespace) -> int:
     from pathlib import Path
 
-    from probes.matrix import render_matrix
+    from pytest_gpuinfer.probes.matrix import render_matrix
 
     text = render_matrix()
     if args.output is None:

@@ -13,11 +13,11 @@ from typing import TYPE_CHECKING, Any, NoReturn, Protocol
 
 import pytest
 
-from probes.errors import InputError
 from pytest_gpuinfer import loading
+from pytest_gpuinfer.probes.errors import InputError
 
 if TYPE_CHECKING:
-    from probes.report import Report
+    from pytest_gpuinfer.probes.report import Report
 
 
 class LoadModel(Protocol):

@@ -24,8 +24,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from probes.errors import InputError
-from probes.report import MODES
+from pytest_gpuinfer.probes.errors import InputError
+from pytest_gpuinfer.probes.report import MODES
 
 __all__ = [
     "INT8_OPTIONS",
@@ -49,7 +49,7 @@ __all__ = [
 ]
 
 if TYPE_CHECKING:
-    from probes.report import Report
+    from pytest_gpuinfer.probes.report import Report
 
 TASKS: dict[str, str] = {
     "causal-lm": "AutoModelForCausalLM",
@@ -168,7 +168,7 @@ class LoadedModel:
 
 
 def _format(n: int) -> str:
-    from probes.memory_units import format_bytes
+    from pytest_gpuinfer.probes.memory_units import format_bytes
 
     return format_bytes(n)
 
@@ -254,7 +254,7 @@ def infer_task(name_or_path: str | os.PathLike[str]) -> str:
 def _parse_max_memory(max_memory: object) -> dict[int | str, int] | None:
     if max_memory is None:
         return None
-    from probes.memory_units import parse_max_memory
+    from pytest_gpuinfer.probes.memory_units import parse_max_memory
 
     if not isinstance(max_memory, str | Mapping):
         raise InputError(
@@ -301,7 +301,7 @@ def _gate(mode: str, report: Report) -> None:
 
 
 def _default_report(mode: str) -> Report:
-    import probes
+    from pytest_gpuinfer import probes
 
     probe = getattr(probes, "probe", None)
     if probe is None:
@@ -371,7 +371,7 @@ def estimate_load_bytes(name_or_path: str | os.PathLike[str], mode: str) -> int 
     None for a hub id that is not cached locally.
     """
     try:
-        from probes.memory_fit import estimate_model_memory
+        from pytest_gpuinfer.probes.memory_fit import estimate_model_memory
 
         return estimate_model_memory(os.fspath(name_or_path), (mode,)).weights_bytes(mode)
     except Exception:  # an estimate must never break a load; fall back to file sizes
@@ -424,7 +424,7 @@ def _cuda_initialized() -> bool:
 def _dtype_kwarg() -> str:
     import transformers
 
-    from probes.rules import dtype_keyword
+    from pytest_gpuinfer.probes.hf_calls import dtype_keyword
 
     return dtype_keyword(transformers.__version__)
 
@@ -455,7 +455,7 @@ def _quantization_plan(mode: str, options: dict[str, Any], on_gpu: bool, softwar
     import torch
 
     if mode == "int8":
-        from probes import rules
+        from pytest_gpuinfer.probes import hf_calls as rules
 
         api = rules.int8_loading_api(software)
         if api == "load_in_8bit":
@@ -506,7 +506,7 @@ def _model_class(auto_class: Any, config: Any) -> type | None:
 
 
 def _fastpath_plan(report: Report, model_type: str | None, model_class: type | None) -> _Plan:
-    from probes import rules
+    from pytest_gpuinfer.probes import hf_calls as rules
 
     gpu = report.gpus[0] if report.gpus else None
     plan = rules.plan_fastpath(report.software, gpu, model_type=model_type)

@@ -212,8 +212,8 @@ def _bool(value: object, source: str) -> bool:
 
 def parse_modes(value: str, source: str) -> tuple[str, ...]:
     """Parse "fp16,int8" into known, de-duplicated modes, or raise a UsageError."""
-    from probes.errors import InputError
-    from probes.report import parse_modes as parse
+    from pytest_gpuinfer.probes.errors import InputError
+    from pytest_gpuinfer.probes.report import parse_modes as parse
 
     try:
         return parse(value)

@@ -17,7 +17,7 @@ import pytest
 from pytest_gpuinfer import options
 
 if TYPE_CHECKING:
-    from probes.report import Report
+    from pytest_gpuinfer.probes.report import Report
     from pytest_gpuinfer.requirements import Requirements
     from pytest_gpuinfer.xdist_support import Assignment
 
@@ -56,8 +56,8 @@ def _probe(config: pytest.Config) -> tuple[options.Settings, Report]:
 
 
 def _probe_machine(settings: options.Settings) -> Report:
-    from probes import probe
-    from probes.errors import InputError
+    from pytest_gpuinfer.probes import probe
+    from pytest_gpuinfer.probes.errors import InputError
 
     try:
         return probe(profile=settings.profile)
@@ -338,7 +338,7 @@ class GpuinferSession:
     def pytest_terminal_summary(self, terminalreporter: Any) -> None:
         if self.workerid is not None:
             return
-        from probes.report import MODES
+        from pytest_gpuinfer.probes.report import MODES
         from pytest_gpuinfer.reporting import summary_lines
 
         terminalreporter.write_sep("=", "gpuinfer summary")

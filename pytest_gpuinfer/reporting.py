@@ -12,23 +12,23 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from probes.render import STACK_PACKAGES
+from pytest_gpuinfer.probes.render import STACK_PACKAGES
 
 if TYPE_CHECKING:
-    from probes.report import GPUInfo, Report
+    from pytest_gpuinfer.probes.report import GPUInfo, Report
 
 
 REPORT_SCHEMA_VERSION = "1"
 
 
 def _gpu_line(gpu: GPUInfo) -> str:
-    from probes.render import gpu_line
+    from pytest_gpuinfer.probes.render import gpu_line
 
     return "gpuinfer: " + gpu_line(gpu, detail=False)
 
 
 def stack_line(report: Report) -> str:
-    from probes.render import stack_line as render_stack
+    from pytest_gpuinfer.probes.render import stack_line as render_stack
 
     return "gpuinfer: stack: " + render_stack(report.software, report.driver.driver_version)
 

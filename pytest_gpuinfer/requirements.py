@@ -13,7 +13,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from probes.report import MODES, GPUInfo, Report, Status
+from pytest_gpuinfer.probes.report import MODES, GPUInfo, Report, Status
 
 KEYWORDS: tuple[str, ...] = (
     "modes",
@@ -140,8 +140,8 @@ def _names(keyword: str, value: object, known: Sequence[str]) -> tuple[str, ...]
 
 
 def _memory(keyword: str, value: object) -> int:
-    from probes.errors import InputError
-    from probes.memory_units import parse_memory
+    from pytest_gpuinfer.probes.errors import InputError
+    from pytest_gpuinfer.probes.memory_units import parse_memory
 
     if not isinstance(value, (str, int)) or isinstance(value, bool):
         raise RequirementError(f"{keyword}={value!r} is not a memory size such as '8GiB'")
@@ -190,7 +190,7 @@ def parse(marks: Iterable[tuple[tuple[Any, ...], Mapping[str, Any]]]) -> Require
     mark wins. Lists (modes, tensor_cores): union, closest first. packages: union of
     names; a package named at two levels must satisfy both specifiers.
     """
-    from probes.architectures import TENSOR_CORE_PRECISIONS
+    from pytest_gpuinfer.probes.architectures import TENSOR_CORE_PRECISIONS
 
     precisions = tuple(TENSOR_CORE_PRECISIONS)
     raw: dict[str, Any] = {}
@@ -325,8 +325,8 @@ def evaluate(
     not the marker's whole list. ``no_gpu_reason`` explains an empty GPU list (e.g. an
     xdist worker that owns none).
     """
-    from probes.architectures import tensor_core_precisions
-    from probes.memory_units import format_bytes
+    from pytest_gpuinfer.probes.architectures import tensor_core_precisions
+    from pytest_gpuinfer.probes.memory_units import format_bytes
 
     reasons: list[str] = []
     for judged in (mode,) if mode is not None else requirements.modes:

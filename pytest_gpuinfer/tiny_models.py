@@ -15,7 +15,7 @@ from pathlib import Path
 from types import MappingProxyType
 from typing import Any
 
-from probes.errors import InputError
+from pytest_gpuinfer.probes.errors import InputError
 
 # Task -> the transformers Auto class that loads a model written for that task.
 TASK_AUTO_CLASSES: Mapping[str, str] = MappingProxyType(

@@ -24,7 +24,7 @@ from typing import TYPE_CHECKING, Any
 import pytest
 
 if TYPE_CHECKING:
-    from probes.report import Report
+    from pytest_gpuinfer.probes.report import Report
 
 WORKERINPUT_KEY = "gpuinfer"
 
@@ -132,7 +132,7 @@ def auto_num_workers(report: Report) -> int | None:
 
 def worker_view(report: Report, assignment: Assignment) -> Report:
     """The report as a pinned worker sees it: only its GPUs, renumbered from 0."""
-    from probes.report import Report as ReportClass
+    from pytest_gpuinfer.probes.report import Report as ReportClass
     from pytest_gpuinfer.requirements import usable_gpus
 
     gpus = usable_gpus(report)
@@ -191,7 +191,7 @@ class WorkerSetup:
 
 def worker_setup(workerinput: Mapping[str, Any], environ: Mapping[str, str]) -> WorkerSetup:
     """What the controller sent this worker (or what xdist's environment says)."""
-    from probes.report import Report as ReportClass
+    from pytest_gpuinfer.probes.report import Report as ReportClass
 
     raw = workerinput.get(WORKERINPUT_KEY)
     payload: dict[str, Any] = json.loads(raw) if isinstance(raw, str) else {}

@@ -12,7 +12,6 @@ from typing import Any
 
 import pytest
 
-from probes.errors import InputError
 from pytest_gpuinfer.assertions import (
     DEFAULT_TOLERANCES,
     assert_device_map,
@@ -23,6 +22,7 @@ from pytest_gpuinfer.assertions import (
     assert_on_device,
     assert_quantized,
 )
+from pytest_gpuinfer.probes.errors import InputError
 from pytest_gpuinfer.tiny_models import write_tiny_model
 
 torch = pytest.importorskip("torch")

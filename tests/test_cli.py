@@ -12,9 +12,9 @@ from typing import Any
 import pytest
 from fakes import nvml_specs
 
-from probes.report import SCHEMA_VERSION, Report
-from probes.software import probe_software
 from pytest_gpuinfer.cli import main
+from pytest_gpuinfer.probes.report import SCHEMA_VERSION, Report
+from pytest_gpuinfer.probes.software import probe_software
 
 Install = Callable[[dict[str, Any] | None], None]
 

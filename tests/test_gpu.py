@@ -14,7 +14,7 @@ from typing import Any
 
 import pytest
 
-from probes.nvml import probe_nvml
+from pytest_gpuinfer.probes.nvml import probe_nvml
 
 _GPUS = probe_nvml().gpus
 pytestmark = pytest.mark.skipif(not _GPUS, reason="needs an NVIDIA GPU (NVML found none)")

@@ -13,10 +13,6 @@ from typing import Any
 
 import pytest
 
-from probes.errors import InputError
-from probes.nvml import probe_nvml
-from probes.report import DriverInfo, Finding, Report, Status, Verdict
-from probes.software import probe_software
 from pytest_gpuinfer.loading import (
     LoadedModel,
     ModelCache,
@@ -26,6 +22,10 @@ from pytest_gpuinfer.loading import (
     memory_in_use,
     save_model,
 )
+from pytest_gpuinfer.probes.errors import InputError
+from pytest_gpuinfer.probes.nvml import probe_nvml
+from pytest_gpuinfer.probes.report import DriverInfo, Finding, Report, Status, Verdict
+from pytest_gpuinfer.probes.software import probe_software
 
 torch = pytest.importorskip("torch")
 transformers = pytest.importorskip("transformers")
@@ -55,7 +55,7 @@ BETTERTRANSFORMER_STACK = _version(transformers.__version__) < (4, 49)
 @pytest.fixture(scope="module")
 def report() -> Report:
     """This machine's report, as the plugin would probe it."""
-    import probes
+    from pytest_gpuinfer import probes
 
     return probes.probe()
 
@@ -380,7 +380,8 @@ def test_unsupported_verdict_raises_before_transformers_is_imported(
     script = textwrap.dedent(
         f"""
         import json, sys
-        from probes.report import DriverInfo, Finding, Report, SoftwareStack, Status, Verdict
+        from pytest_gpuinfer.probes.report import (
+            DriverInfo, Finding, Report, SoftwareStack, Status, Verdict)
         from pytest_gpuinfer.loading import ModeUnavailable, load_model
         import pytest_gpuinfer.fixtures  # importing the fixtures must stay cheap too
         reason = "int8 needs compute capability >= 7.5; found Tesla P100 (6.0)"

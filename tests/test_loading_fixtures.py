@@ -11,9 +11,9 @@ pytest.importorskip("transformers")
 # GPU, with the int8 verdict made unsupported.
 REPORT_FIXTURE = """
 import pytest
-from probes.report import DriverInfo, Finding, Report, Status, Verdict
-from probes.rules import judge
-from probes.software import probe_software
+from pytest_gpuinfer.probes.report import DriverInfo, Finding, Report, Status, Verdict
+from pytest_gpuinfer.probes.rules import judge
+from pytest_gpuinfer.probes.software import probe_software
 
 MODELS = {models!r}
 CHECKS = {checks!r}

@@ -10,16 +10,16 @@ from typing import Any
 
 import pytest
 
-from probes.errors import InputError
-from probes.memory_fit import (
+from pytest_gpuinfer.probes.errors import InputError
+from pytest_gpuinfer.probes.memory_fit import (
     CUDA_CONTEXT_BYTES,
     MemoryEstimate,
     estimate_model_memory,
     fit_on_devices,
     needed_bytes,
 )
-from probes.memory_units import parse_max_memory
-from probes.report import MODES, GPUInfo, Status
+from pytest_gpuinfer.probes.memory_units import parse_max_memory
+from pytest_gpuinfer.probes.report import MODES, GPUInfo, Status
 
 GiB = 2**30
 
@@ -397,7 +397,7 @@ def test_plan_from_estimate_read_back_without_model(tmp_path: Path) -> None:
 
 def test_import_does_not_load_torch() -> None:
     code = (
-        "import sys, probes.memory_fit; "
+        "import sys, pytest_gpuinfer.probes.memory_fit; "
         "print(sorted(m for m in ('torch', 'transformers', 'accelerate') if m in sys.modules))"
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from probes.errors import InputError
-from probes.memory_units import format_bytes, parse_max_memory, parse_memory
+from pytest_gpuinfer.probes.errors import InputError
+from pytest_gpuinfer.probes.memory_units import format_bytes, parse_max_memory, parse_memory
 
 ACCELERATE_FORMS = [
     "8GiB",
@@ -186,6 +186,6 @@ def test_import_is_light() -> None:
     import subprocess
     import sys
 
-    code = "import sys, probes.memory_units; print('torch' in sys.modules)"
+    code = "import sys, pytest_gpuinfer.probes.memory_units; print('torch' in sys.modules)"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "False"

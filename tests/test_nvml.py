@@ -14,7 +14,7 @@ from typing import Any
 import pytest
 from fakes import nvml_specs
 
-from probes.nvml import NvmlProbe, format_cuda_version, probe_nvml
+from pytest_gpuinfer.probes.nvml import NvmlProbe, format_cuda_version, probe_nvml
 
 ROOT = Path(__file__).resolve().parents[1]
 Install = Callable[[dict[str, Any] | None], None]
@@ -317,7 +317,7 @@ def test_spec_from_a_file(
 
 def test_subprocesses_get_the_fake(fake_nvml: Install) -> None:
     fake_nvml(nvml_specs.t4())
-    code = "from probes.nvml import probe_nvml; print(probe_nvml().gpus[0].name)"
+    code = "from pytest_gpuinfer.probes.nvml import probe_nvml; print(probe_nvml().gpus[0].name)"
     out = subprocess.run(
         [sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, check=True
     )
@@ -325,7 +325,7 @@ def test_subprocesses_get_the_fake(fake_nvml: Install) -> None:
 
 
 def test_importing_the_probe_does_not_import_pynvml() -> None:
-    code = "import sys, probes.nvml; print('pynvml' in sys.modules)"
+    code = "import sys, pytest_gpuinfer.probes.nvml; print('pynvml' in sys.modules)"
     out = subprocess.run(
         [sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, check=True
     )

@@ -509,7 +509,7 @@ def test_dormant_run_imports_no_probe_and_no_heavy_module(pytester: pytest.Pytes
         import sys
 
         def test_modules():
-            loaded = [m for m in ("torch", "transformers", "pynvml", "probes",
+            loaded = [m for m in ("torch", "transformers", "pynvml", "pytest_gpuinfer.probes",
                                   "pytest_gpuinfer.requirements", "pytest_gpuinfer.fixtures")
                       if m in sys.modules]
             assert loaded == []

@@ -8,8 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from probes.report import MODES
 from pytest_gpuinfer import options
+from pytest_gpuinfer.probes.report import MODES
 
 pytest_plugins = ["pytester"]
 

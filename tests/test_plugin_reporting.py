@@ -10,8 +10,8 @@ from typing import Any
 
 import pytest
 
-from probes.report import MODES, DriverInfo, Report, SoftwareStack, Status, Verdict
 from pytest_gpuinfer import options
+from pytest_gpuinfer.probes.report import MODES, DriverInfo, Report, SoftwareStack, Status, Verdict
 from pytest_gpuinfer.reporting import (
     Recorder,
     header_lines,

@@ -9,8 +9,8 @@ from typing import Any
 
 import pytest
 
-from probes.software import probe_software
 from pytest_gpuinfer import options
+from pytest_gpuinfer.probes.software import probe_software
 from pytest_gpuinfer.xdist_support import assign, policy_line, worker_index
 from tests.fakes import nvml_specs
 

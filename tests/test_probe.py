@@ -13,9 +13,9 @@ from typing import Any
 import pytest
 from fakes import nvml_specs
 
-from probes import probe
-from probes.report import NativeCheck, Report, Status
-from probes.software import probe_software, verify_bitsandbytes
+from pytest_gpuinfer.probes import probe
+from pytest_gpuinfer.probes.report import NativeCheck, Report, Status
+from pytest_gpuinfer.probes.software import probe_software, verify_bitsandbytes
 
 Install = Callable[[dict[str, Any] | None], None]
 
@@ -73,7 +73,8 @@ def test_report_rejects_unknown_schema_version() -> None:
 
 def test_importing_plugin_and_probes_imports_nothing_heavy() -> None:
     code = (
-        "import sys, probes, probes.probe, probes.rules, probes.nvml, probes.memory_fit, "
+        "import sys, pytest_gpuinfer.probes.probe, pytest_gpuinfer.probes.rules, "
+        "pytest_gpuinfer.probes.nvml, pytest_gpuinfer.probes.memory_fit, "
         "pytest_gpuinfer, pytest_gpuinfer.cli\n"
         "heavy = [m for m in ('torch', 'transformers', 'bitsandbytes', 'accelerate', 'pynvml') "
         "if m in sys.modules]\n"
@@ -109,7 +110,7 @@ def test_bitsandbytes_native_failure_is_reported_not_raised(tmp_path: Path) -> N
 def test_fast_version_scan_agrees_with_importlib_metadata() -> None:
     from importlib import metadata
 
-    from probes.software import PACKAGES
+    from pytest_gpuinfer.probes.software import PACKAGES
 
     found = probe_software().packages
     for name in PACKAGES:

@@ -5,8 +5,8 @@ from pathlib import Path
 
 import pytest
 
-from probes.errors import InputError
-from probes.profiles import BUILTIN_PROFILES, load_profile
+from pytest_gpuinfer.probes.errors import InputError
+from pytest_gpuinfer.probes.profiles import BUILTIN_PROFILES, load_profile
 
 REQUIRED = {"k80", "p100", "p40", "v100", "t4", "gtx1660", "a10", "a100-40gb", "a100-80gb"}
 REQUIRED |= {"l4", "rtx3090", "rtx4090", "h100", "h200", "b200"}

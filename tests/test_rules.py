@@ -6,16 +6,11 @@ from dataclasses import dataclass, field
 
 import pytest
 
-from probes.architectures import architecture_name
-from probes.report import DriverInfo, GPUInfo, NativeCheck, SoftwareStack, Status
-from probes.rules import (
-    RULES,
-    Facts,
-    dtype_keyword,
-    int8_loading_api,
-    judge,
-    plan_fastpath,
-)
+from pytest_gpuinfer.probes.architectures import architecture_name
+from pytest_gpuinfer.probes.facts import Facts
+from pytest_gpuinfer.probes.hf_calls import dtype_keyword, int8_loading_api, plan_fastpath
+from pytest_gpuinfer.probes.report import DriverInfo, GPUInfo, NativeCheck, SoftwareStack, Status
+from pytest_gpuinfer.probes.rules import RULES, judge
 
 CURRENT = {
     "torch": "2.11.0",

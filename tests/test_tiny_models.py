@@ -8,8 +8,8 @@ from typing import Any
 
 import pytest
 
-from probes.errors import InputError
 from pytest_gpuinfer import tiny_models
+from pytest_gpuinfer.probes.errors import InputError
 from pytest_gpuinfer.tiny_models import (
     ARCHITECTURES,
     TASK_AUTO_CLASSES,

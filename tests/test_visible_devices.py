@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import pytest
 
-from probes.visible_devices import (
+from pytest_gpuinfer.probes.visible_devices import (
     DeviceDescriptor,
     cuda_enumeration_order,
     resolve_visible_devices,

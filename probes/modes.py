@@ -1,0 +1,151 @@
+"""Every fact about an inference mode, one descriptor per mode (new mode: one entry + its rules)."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from types import MappingProxyType
+from typing import Any
+
+
+@dataclass(frozen=True)
+class LogitsTolerance:
+    """Bounds for ``assert_logits_close``; errors are in log-probability units (nats)."""
+
+    min_top1_agreement: float
+    max_abs_error: float
+    mean_abs_error: float
+    tie_margin: float
+
+
+@dataclass(frozen=True)
+class Mode:
+    """One inference mode: how it loads, what its weights cost, how close it must stay."""
+
+    name: str
+    description: str
+    weight_dtype: str | None
+    """The torch dtype (name without ``torch.``) the non-quantized weights load in on a GPU;
+    None where the user picks it (quantized modes keep a 16-bit default on a GPU)."""
+    cpu_weight_dtype: str
+    """The dtype the non-quantized weights take on a CPU when the mode leaves it open."""
+    bits: int | None = None
+    """Bits per quantized weight (8 for LLM.int8, 4 for nf4); None: not quantized."""
+    bnb_config: Mapping[str, Any] = field(default_factory=lambda: MappingProxyType({}))
+    """The ``BitsAndBytesConfig`` keyword arguments that select this mode."""
+    tolerance: LogitsTolerance = LogitsTolerance(0.999, 0.01, 0.001, 0.001)
+    """Default closeness against a full-precision, eager reference (see docs/writing-tests.md)."""
+    dtype_fixed: bool = True
+    """True when the mode *is* its dtype, so a ``dtype=`` override is refused."""
+
+    @property
+    def quantized(self) -> bool:
+        return self.bits is not None
+
+    @property
+    def torch_dtype_name(self) -> str:
+        """``torch.float16``-style name of the GPU weight dtype (quantized: the compute dtype)."""
+        return f"torch.{self.weight_dtype or 'float16'}"
+
+
+_DTYPE_BYTES: Mapping[str, int] = MappingProxyType(
+    {"float32": 4, "float16": 2, "bfloat16": 2, "float64": 8, "int8": 1, "uint8": 1}
+)
+
+
+def dtype_bytes(dtype_name: str) -> int | None:
+    """Bytes per element of a torch/safetensors dtype name ("float16", "F16", "torch.bfloat16")."""
+    name = dtype_name.removeprefix("torch.")
+    name = _SAFETENSORS_DTYPES.get(name, name)
+    return _DTYPE_BYTES.get(name)
+
+
+_SAFETENSORS_DTYPES: Mapping[str, str] = MappingProxyType(
+    {
+        "F32": "float32",
+        "F16": "float16",
+        "BF16": "bfloat16",
+        "F64": "float64",
+        "I8": "int8",
+        "U8": "uint8",
+    }
+)
+
+
+# Tolerances set from CPU measurements listed in docs/writing-tests.md ("Tolerances"),
+# roughly 3x above the worst seen. The max error is an extreme value over every
+# vocabulary entry: on a confident trained model quantization moves rare tokens'
+# log-probabilities by nats, so for int8/nf4 it only catches gross corruption; the mean
+# and the top-1 agreement are the sharper checks.
+_ALL: tuple[Mode, ...] = (
+    Mode("fp32", "full precision", "float32", "float32"),
+    Mode(
+        "fp16",
+        "half precision",
+        "float16",
+        "float16",
+        tolerance=LogitsTolerance(0.99, 0.5, 0.02, 0.05),
+    ),
+    Mode(
+        "bf16",
+        "bfloat16",
+        "bfloat16",
+        "bfloat16",
+        tolerance=LogitsTolerance(0.98, 3.0, 0.15, 0.25),
+    ),
+    Mode(
+        "int8",
+        "LLM.int8 (bitsandbytes 8-bit)",
+        None,
+        "float32",
+        bits=8,
+        bnb_config=MappingProxyType({"load_in_8bit": True}),
+        tolerance=LogitsTolerance(0.95, 8.0, 0.1, 0.25),
+        dtype_fixed=False,
+    ),
+    Mode(
+        "nf4",
+        "4-bit nf4 (bitsandbytes)",
+        None,
+        "float32",
+        bits=4,
+        bnb_config=MappingProxyType({"load_in_4bit": True, "bnb_4bit_quant_type": "nf4"}),
+        tolerance=LogitsTolerance(0.9, 30.0, 0.4, 1.0),
+        dtype_fixed=False,
+    ),
+    Mode(
+        "fastpath",
+        "fused attention (SDPA / flash attention / BetterTransformer) in fp16",
+        "float16",
+        "float32",
+        tolerance=LogitsTolerance(0.99, 0.5, 0.02, 0.05),
+        dtype_fixed=False,
+    ),
+)
+
+MODE_INFO: Mapping[str, Mode] = MappingProxyType({mode.name: mode for mode in _ALL})
+"""Every mode by name, in display order."""
+
+MODES: tuple[str, ...] = tuple(MODE_INFO)
+"""Every inference mode the rules judge, in display order."""
+
+QUANTIZED_MODES: frozenset[str] = frozenset(m.name for m in _ALL if m.quantized)
+
+DEFAULT_TOLERANCES: Mapping[str, LogitsTolerance] = MappingProxyType(
+    {m.name: m.tolerance for m in _ALL}
+)
+
+
+def mode_for_dtype(dtype_name: str) -> str | None:
+    """The plain mode whose weights have ``dtype_name`` ("float16" -> "fp16"), if any."""
+    name = dtype_name.removeprefix("torch.")
+    for mode in _ALL:
+        if not mode.quantized and mode.dtype_fixed and mode.weight_dtype == name:
+            return mode.name
+    return None
+
+
+def bnb_config_text(mode: str) -> str:
+    """``BitsAndBytesConfig(load_in_8bit=True)``-style text for a quantized mode."""
+    items = ", ".join(f"{k}={v!r}" for k, v in MODE_INFO[mode].bnb_config.items())
+    return f"BitsAndBytesConfig({items})"
