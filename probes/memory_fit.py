@@ -12,11 +12,9 @@ importing this module stays cheap.
 from __future__ import annotations
 
 import contextlib
-import json
 import logging
 import math
 import os
-import re
 from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -27,6 +25,7 @@ from pytest_gpuinfer.probes.errors import InputError
 from pytest_gpuinfer.probes.memory_units import MemoryKey, format_bytes
 from pytest_gpuinfer.probes.modes import MODE_INFO, QUANTIZED_MODES
 from pytest_gpuinfer.probes.report import MODES, GPUInfo, Status
+from pytest_gpuinfer.probes.sources import read_config, resolve_config_path
 
 CUDA_CONTEXT_BYTES = 500 * 2**20
 """Taken off every GPU's memory before weights: the CUDA context, cuBLAS workspace and
@@ -240,76 +239,6 @@ _PLACEMENT_LABELS = {
 }
 
 
-# --------------------------------------------------------------------------- sources
-
-
-def resolve_config_path(source: str | os.PathLike[str]) -> Path:
-    """The config.json behind ``source``: a model directory, a config file, or a hub id
-    already in the local Hugging Face cache (looked up offline, never downloaded).
-
-    Raises:
-        InputError: nothing usable is found.
-    """
-    text = os.fspath(source)
-    path = Path(text).expanduser()
-    if path.is_dir():
-        config = path / "config.json"
-        if not config.is_file():
-            raise InputError(f"'{text}' is not a model directory: no config.json")
-        return config
-    if path.exists():
-        return path
-    cached = _cached_hub_config(text)
-    if cached is not None:
-        return cached
-    raise InputError(
-        f"model '{text}' does not exist: expected a model directory, a config.json, "
-        "or a hub id already in the local Hugging Face cache"
-    )
-
-
-_HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*(/[\w.-]+)?$")
-
-
-def _cached_hub_config(repo_id: str) -> Path | None:
-    if not _HUB_ID.match(repo_id):
-        return None
-    try:
-        from huggingface_hub import try_to_load_from_cache
-    except ImportError:
-        return None
-    try:
-        # Reads the cache directory only: no network, whatever HF_HUB_OFFLINE says.
-        found = try_to_load_from_cache(repo_id, "config.json")
-    except ValueError:  # HFValidationError: not a valid repo id
-        return None
-    return Path(found) if isinstance(found, str) else None
-
-
-def _read_config(path: Path) -> tuple[dict[str, Any], str]:
-    try:
-        text = path.read_text(encoding="utf-8")
-    except (OSError, UnicodeDecodeError) as error:
-        why = getattr(error, "strerror", None) or str(error).splitlines()[0]
-        raise InputError(f"config '{path}' cannot be read: {why}") from None
-    try:
-        data = json.loads(text)
-    except json.JSONDecodeError as error:
-        raise InputError(
-            f"config '{path}' is not valid JSON: {error.msg} at line {error.lineno} "
-            f"column {error.colno}"
-        ) from None
-    if not isinstance(data, dict):
-        raise InputError(f"config '{path}' is not valid JSON config: expected a JSON object")
-    model_type = data.get("model_type")
-    if not isinstance(model_type, str) or not model_type:
-        raise InputError(
-            f"config '{path}' has no model_type: expected a transformers config.json "
-            'with a "model_type" key such as "llama"'
-        )
-    return data, model_type
-
-
 # --------------------------------------------------------------------------- estimate
 
 
@@ -333,7 +262,7 @@ def estimate_model_memory(
         if mode not in MODES:
             raise InputError(f"mode {mode!r} is not known: expected one of {', '.join(MODES)}")
     config_path = resolve_config_path(source)
-    data, model_type = _read_config(config_path)
+    data, model_type = read_config(config_path)
     model = _build_meta_model(config_path, data, model_type)
     return _measure(os.fspath(source), config_path, model_type, model, wanted, nf4_double_quant)
 
@@ -656,7 +585,7 @@ def _plan_device_maps(
     model = estimate.meta_model
     if model is None:
         # An estimate read back from JSON carries no model: rebuild it from its config.
-        data, model_type = _read_config(Path(estimate.config_path))
+        data, model_type = read_config(Path(estimate.config_path))
         model = _build_meta_model(Path(estimate.config_path), data, model_type)
         estimate.meta_model = model
 

@@ -15,7 +15,6 @@ import copy
 import gc
 import json
 import os
-import re
 import time
 import warnings
 from collections import OrderedDict
@@ -26,6 +25,14 @@ from typing import TYPE_CHECKING, Any
 
 from pytest_gpuinfer.probes.errors import InputError
 from pytest_gpuinfer.probes.report import MODES
+from pytest_gpuinfer.probes.sources import (
+    TASKS,
+    ModelSource,
+    check_task,
+    infer_task,
+    infer_task_from_config,
+    resolve_source,
+)
 
 __all__ = [
     "INT8_OPTIONS",
@@ -51,14 +58,6 @@ __all__ = [
 if TYPE_CHECKING:
     from pytest_gpuinfer.probes.report import Report
 
-TASKS: dict[str, str] = {
-    "causal-lm": "AutoModelForCausalLM",
-    "seq2seq-lm": "AutoModelForSeq2SeqLM",
-    "feature-extraction": "AutoModel",
-    "encoder": "AutoModel",
-    "sequence-classification": "AutoModelForSequenceClassification",
-}
-"""Task name -> the transformers Auto class that loads it."""
 
 INT8_OPTIONS: tuple[str, ...] = (
     "llm_int8_threshold",
@@ -83,7 +82,6 @@ _TOKENIZER_FILES = (
     "tokenizer.model",
 )
 _WEIGHT_SUFFIXES = (".safetensors", ".bin", ".pt", ".pth")
-_HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*(/[\w.-]+)?$")
 # Bytes per parameter by mode, for the memory estimate (quantized modes keep norms and
 # embeddings in 16-bit, hence more than 1 and 0.5).
 _BYTES_PER_PARAMETER = {
@@ -178,77 +176,6 @@ def check_mode(mode: object) -> str:
     if not isinstance(mode, str) or mode not in MODES:
         raise InputError(f"unknown mode {mode!r}: expected one of {', '.join(MODES)}")
     return mode
-
-
-def check_task(task: object) -> str:
-    """Return ``task`` if it is one of :data:`TASKS`, else raise InputError."""
-    if not isinstance(task, str) or task not in TASKS:
-        raise InputError(f"unknown task {task!r}: expected one of {', '.join(TASKS)}")
-    return task
-
-
-@dataclass(frozen=True)
-class _Source:
-    name: str
-    """What from_pretrained receives: a resolved directory or a hub id."""
-    directory: Path | None
-    """The local directory, None for a hub id."""
-
-
-def _resolve_source(name_or_path: str | os.PathLike[str]) -> _Source:
-    if not isinstance(name_or_path, str | os.PathLike):
-        raise InputError(
-            f"model {name_or_path!r} is not understood: expected a directory written by "
-            "save_pretrained, or a hub id"
-        )
-    text = os.fspath(name_or_path)
-    path = Path(text).expanduser()
-    looks_like_path = (
-        isinstance(name_or_path, os.PathLike)
-        or path.is_absolute()
-        or text.startswith((".", "~"))
-        or not _HUB_ID.match(text)
-    )
-    if path.exists():
-        if not path.is_dir():
-            raise InputError(
-                f"model path {text!r} is a file, not a model directory: expected a directory "
-                "written by save_pretrained (with config.json)"
-            )
-        if not (path / "config.json").is_file():
-            raise InputError(
-                f"{text!r} is not a model directory: it has no config.json (expected a "
-                "directory written by save_pretrained)"
-            )
-        return _Source(str(path.resolve()), path.resolve())
-    if looks_like_path:
-        raise InputError(f"model path {text!r} does not exist")
-    return _Source(text, None)
-
-
-def infer_task(name_or_path: str | os.PathLike[str]) -> str:
-    """Guess the task from a local model's config.json ``architectures``.
-
-    "causal-lm" when it cannot tell (hub ids, no ``architectures`` entry).
-    """
-    source = _resolve_source(name_or_path)
-    if source.directory is None:
-        return "causal-lm"
-    try:
-        config = json.loads((source.directory / "config.json").read_text(encoding="utf-8"))
-    except (OSError, ValueError) as error:
-        raise InputError(f"cannot read {source.directory / 'config.json'}: {error}") from None
-    architectures = config.get("architectures") or []
-    name = architectures[0] if architectures and isinstance(architectures[0], str) else ""
-    if name.endswith("ForCausalLM") or name.endswith("LMHeadModel"):
-        return "causal-lm"
-    if name.endswith("ForSequenceClassification"):
-        return "sequence-classification"
-    if name.endswith("ForConditionalGeneration") and config.get("is_encoder_decoder"):
-        return "seq2seq-lm"
-    if name.endswith("Model"):
-        return "feature-extraction"
-    return "causal-lm"
 
 
 def _parse_max_memory(max_memory: object) -> dict[int | str, int] | None:
@@ -376,7 +303,7 @@ def estimate_load_bytes(name_or_path: str | os.PathLike[str], mode: str) -> int 
         return estimate_model_memory(os.fspath(name_or_path), (mode,)).weights_bytes(mode)
     except Exception:  # an estimate must never break a load; fall back to file sizes
         pass
-    source = _resolve_source(name_or_path)
+    source = resolve_source(name_or_path)
     if source.directory is None:
         return None
     weights = [
@@ -636,7 +563,7 @@ def _is_oom(error: BaseException) -> bool:
 
 def _from_pretrained(
     auto_class: Any,
-    source: _Source,
+    source: ModelSource,
     mode: str,
     kwargs: dict[str, Any],
     ordinals: list[int],
@@ -687,7 +614,7 @@ def load_model(
     check_mode(mode)
     check_task(task)
     _check_kwargs(mode, kwargs)
-    source = _resolve_source(name_or_path)
+    source = resolve_source(name_or_path)
     parsed_max_memory = _parse_max_memory(max_memory)
     if report is None:
         report = _default_report(mode)
@@ -779,19 +706,6 @@ def load_model(
     )
 
 
-def infer_task_from_config(config: Any) -> str:
-    """Guess the task from a loaded transformers config (see :func:`infer_task`)."""
-    architectures = getattr(config, "architectures", None) or []
-    name = architectures[0] if architectures else ""
-    if name.endswith("ForSequenceClassification"):
-        return "sequence-classification"
-    if getattr(config, "is_encoder_decoder", False):
-        return "seq2seq-lm"
-    if name.endswith(("ForCausalLM", "LMHeadModel")):
-        return "causal-lm"
-    return "feature-extraction"
-
-
 def _check_attention(
     applied: str, fallback: str | None, attention: str | None, load_kwargs: Mapping[str, Any]
 ) -> tuple[str, str | None]:
@@ -805,7 +719,7 @@ def _check_attention(
 def _finish_bettertransformer(
     model: Any,
     auto_class: Any,
-    source: _Source,
+    source: ModelSource,
     mode: str,
     load_kwargs: dict[str, Any],
     ordinals: list[int],
@@ -894,7 +808,7 @@ class ModelCache:
         check_mode(mode)
         check_task(task)
         _check_kwargs(mode, kwargs)
-        source = _resolve_source(name_or_path)
+        source = resolve_source(name_or_path)
         parsed = _parse_max_memory(max_memory)
         return (
             source.name,
