@@ -143,6 +143,7 @@ def main() -> int:
     trained: dict[str, Any] = {}
     for mode in ("fp32", "fp16", "bf16", "fastpath", "int8", "nf4"):
         loaded = load_model(trained_model_path(), mode, device_map="cuda:0")
+        assert loaded.tokenizer is not None
         inputs = loaded.tokenizer(TRAINED_PROMPT, return_tensors="pt").to(loaded.input_device)
         new_tokens = len(loaded.tokenizer(TRAINED_CONTINUATION)["input_ids"]) + 2
         with torch.no_grad():
@@ -168,8 +169,8 @@ def main() -> int:
         )
         generation = row.get("generation", {})
         gen = "" if not generation else ("gen ok" if generation["passed"] else "gen FAIL")
-        ratio = row.get("footprint_ratio_fp16_over_mode")
-        extra = f" ratio {ratio:.2f}" if ratio else ""
+        shown_ratio = row.get("footprint_ratio_fp16_over_mode")
+        extra = f" ratio {shown_ratio:.2f}" if shown_ratio else ""
         print(
             f"{name:<11}{row['applied'][:43]:<44}{row['footprint_gb']:>6.2f}{row['load_s']:>8.2f}"
             f"{row['prefill_s']:>10.3f}  {agreement} {gen}{extra}"

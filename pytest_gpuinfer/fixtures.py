@@ -8,7 +8,7 @@ fixtures. Importing this module imports no torch or transformers.
 from __future__ import annotations
 
 import os
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator
 from typing import TYPE_CHECKING, Any, NoReturn, Protocol
 
 import pytest
@@ -21,7 +21,8 @@ if TYPE_CHECKING:
 
 
 class LoadModel(Protocol):
-    """The callable the ``load_model`` fixture returns."""
+    """The callable the ``load_model`` fixture returns: :func:`pytest_gpuinfer.loading.load_model`'s
+    arguments, with ``mode`` defaulting to the test's ``inference_mode`` and ``private``."""
 
     def __call__(
         self,
@@ -29,10 +30,7 @@ class LoadModel(Protocol):
         mode: str | None = None,
         *,
         private: bool = False,
-        device_map: Any = "auto",
-        max_memory: str | Mapping[Any, Any] | None = None,
-        task: str = "causal-lm",
-        **kwargs: Any,
+        **load_kwargs: Any,
     ) -> loading.LoadedModel: ...
 
 
@@ -65,8 +63,8 @@ def load_model(
     gpuinfer_model_cache: loading.ModelCache,
     gpuinfer_settings: object,
 ) -> LoadModel:
-    """Factory: ``load_model(name_or_path, mode=None, *, private=False, device_map="auto",
-    max_memory=None, task="causal-lm", **kwargs) -> LoadedModel``.
+    """Factory: ``load_model(name_or_path, mode=None, *, private=False, **load_kwargs)
+    -> LoadedModel``, where ``load_kwargs`` are :func:`pytest_gpuinfer.loading.load_model`'s.
 
     ``mode`` defaults to the test's ``inference_mode``. Loads are cached for the session
     (``private=True`` gives a copy the test may change). A mode this machine cannot run
@@ -83,10 +81,7 @@ def load_model(
         mode: str | None = None,
         *,
         private: bool = False,
-        device_map: Any = "auto",
-        max_memory: str | Mapping[Any, Any] | None = None,
-        task: str = "causal-lm",
-        **kwargs: Any,
+        **load_kwargs: Any,
     ) -> loading.LoadedModel:
         __tracebackhide__ = True
         chosen = mode if mode is not None else default_mode
@@ -97,15 +92,7 @@ def load_model(
                 pytrace=False,
             )
         try:
-            return cache.get(
-                name_or_path,
-                chosen,
-                private=private,
-                device_map=device_map,
-                max_memory=max_memory,
-                task=task,
-                **kwargs,
-            )
+            return cache.get(name_or_path, chosen, private=private, **load_kwargs)
         except loading.ModeUnavailable as error:
             assert cache.report is not None
             _unavailable(error, cache.report, gpuinfer_settings)

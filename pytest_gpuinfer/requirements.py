@@ -13,6 +13,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+from pytest_gpuinfer.probes.errors import InputError
 from pytest_gpuinfer.probes.report import MODES, GPUInfo, Report, Status
 
 KEYWORDS: tuple[str, ...] = (
@@ -29,7 +30,7 @@ KEYWORDS: tuple[str, ...] = (
 _CLAUSE = re.compile(r"\s*(>=|<=|==|!=|>|<)\s*(\d+)(?:\.(\d+))?\s*")
 
 
-class RequirementError(ValueError):
+class RequirementError(InputError):
     """A marker keyword or value that is not understood; the message names it."""
 
 

@@ -51,23 +51,21 @@ def fake_nvml(
 # What the machine running this suite may have set, and what pytest-gpuinfer itself sets
 # in xdist workers when the suite runs under `--gpuinfer -n N` on a GPU machine: tests
 # describe their machine explicitly (fake NVML, profiles), so none of it may leak in.
+# Every option's environment variable is read from the options table, so a new option
+# is isolated without an edit here.
 _MACHINE_ENVIRONMENT = (
     "CUDA_VISIBLE_DEVICES",
     "CUDA_DEVICE_ORDER",
     "PYTEST_XDIST_WORKER",
     "PYTEST_XDIST_WORKER_COUNT",
     "PYTEST_XDIST_TESTRUNUID",
-    "GPUINFER",
-    "GPUINFER_MODES",
-    "GPUINFER_STRICT",
-    "GPUINFER_PROFILE",
-    "GPUINFER_REPORT",
-    "GPUINFER_MODEL",
     "GPUINFER_FAKE_NVML",
 )
 
 
 @pytest.fixture(autouse=True)
 def _isolated_machine_environment(monkeypatch: pytest.MonkeyPatch) -> None:
-    for name in _MACHINE_ENVIRONMENT:
+    from pytest_gpuinfer import options
+
+    for name in (*_MACHINE_ENVIRONMENT, *(spec.env for spec in options.OPTIONS)):
         monkeypatch.delenv(name, raising=False)

@@ -44,6 +44,7 @@ def test_int8_with_fp32_cpu_offload_plans_a_split_map(llama_dir: Path) -> None:
         assert "cpu" in placed and any(d.startswith("cuda") or d == "0" for d in placed), placed
         assert loaded.quantized_layers > 0
         assert_device_map(loaded.model, loaded.device_map)
+        assert loaded.tokenizer is not None
         inputs = loaded.tokenizer("hello", return_tensors="pt").to(loaded.input_device)
         loaded.model.generate(**inputs, max_new_tokens=3, do_sample=False)
     finally:

@@ -2,25 +2,17 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from typing import Any
 
 import pytest
+from fakes import nvml_specs
 
-from pytest_gpuinfer import options
-from tests.fakes import nvml_specs
+from pytest_gpuinfer import __version__
 
 pytest_plugins = ["pytester"]
 
 InstallNvml = Callable[[dict[str, Any] | None], None]
-
-
-@pytest.fixture(autouse=True)
-def clean_environment(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
-    for spec in options.OPTIONS:
-        monkeypatch.delenv(spec.env, raising=False)
-    monkeypatch.delenv("GPUINFER_FAKE_NVML", raising=False)
-    yield
 
 
 def run(pytester: pytest.Pytester, *args: str) -> pytest.RunResult:
@@ -32,7 +24,7 @@ def assert_collection_error(result: pytest.RunResult, *fragments: str) -> None:
     assert result.ret == pytest.ExitCode.INTERRUPTED, output
     assert "Traceback" not in output
     assert "During handling" not in output
-    assert "pytest_gpuinfer" not in output.replace("gpuinfer-0.1.0", "")
+    assert "pytest_gpuinfer" not in output.replace(f"gpuinfer-{__version__}", "")
     result.stdout.fnmatch_lines(["*ERROR collecting*"])
     for fragment in fragments:
         assert fragment in output, (fragment, output)
@@ -54,7 +46,7 @@ def test_dormant_registers_the_marker_for_strict_markers(pytester: pytest.Pytest
     result = run(pytester, "--strict-markers")
     # Dormant: the mark is accepted and does nothing; no header, no summary.
     result.assert_outcomes(passed=1)
-    assert "gpuinfer" not in result.stdout.str().replace("gpuinfer-0.1.0", "")
+    assert "gpuinfer" not in result.stdout.str().replace(f"gpuinfer-{__version__}", "")
 
 
 def test_strict_config_in_the_ini_file(pytester: pytest.Pytester) -> None:

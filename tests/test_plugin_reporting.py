@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from fakes import nvml_specs
 
 from pytest_gpuinfer import options
 from pytest_gpuinfer.probes.report import MODES, DriverInfo, Report, SoftwareStack, Status, Verdict
@@ -18,7 +19,6 @@ from pytest_gpuinfer.reporting import (
     summary_lines,
     write_json_atomically,
 )
-from tests.fakes import nvml_specs
 
 pytest_plugins = ["pytester"]
 

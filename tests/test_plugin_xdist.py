@@ -8,11 +8,11 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from fakes import nvml_specs
 
 from pytest_gpuinfer import options
 from pytest_gpuinfer.probes.software import probe_software
 from pytest_gpuinfer.xdist_support import assign, policy_line, worker_index
-from tests.fakes import nvml_specs
 
 pytest_plugins = ["pytester"]
 

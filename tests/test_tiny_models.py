@@ -178,7 +178,7 @@ def test_unknown_architecture_is_an_input_error(tmp_path: Path) -> None:
     [({"task": "seq2seq-lm"}, r"task 'seq2seq-lm'.*causal-lm"), ({"dtype": "int8"}, r"'int8'")],
 )
 def test_bad_task_or_dtype_is_an_input_error(
-    tmp_path: Path, kwargs: dict[str, str], pattern: str
+    tmp_path: Path, kwargs: dict[str, Any], pattern: str
 ) -> None:
     with pytest.raises(InputError, match=pattern):
         write_tiny_model("llama", tmp_path, **kwargs)

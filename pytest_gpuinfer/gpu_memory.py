@@ -1,0 +1,165 @@
+"""GPU memory around a load: ordinals it may use, free memory, release, spotting an OOM."""
+
+from __future__ import annotations
+
+import gc
+import json
+import os
+from collections.abc import Mapping
+from typing import Any
+
+from pytest_gpuinfer.probes.modes import MODE_INFO, dtype_bytes
+from pytest_gpuinfer.probes.sources import resolve_source
+
+_WEIGHT_SUFFIXES = (".safetensors", ".bin", ".pt", ".pth")
+# Rough bytes per parameter beyond the quantized weights themselves: quantized modes keep
+# norms and embeddings in 16-bit and add per-row scales or per-block absmax.
+_QUANTIZED_EXTRA_BYTES = 0.3
+_AUTO_MAPS = ("auto", "balanced", "sequential", "balanced_low_0")
+
+
+def cuda_available() -> bool:
+    import torch
+
+    return bool(torch.cuda.is_available())
+
+
+def _cuda_initialized() -> bool:
+    import torch
+
+    return bool(torch.cuda.is_initialized())  # type: ignore[no-untyped-call]
+
+
+def targets_gpu(device_map: object) -> bool:
+    """Whether a load with ``device_map`` puts weights on a GPU."""
+    if not cuda_available():
+        return False
+    if device_map is None:
+        return True
+    if isinstance(device_map, str):
+        return device_map != "cpu" and device_map != "disk"
+    if isinstance(device_map, Mapping):
+        return any(str(v) not in ("cpu", "disk") for v in device_map.values())
+    return True
+
+
+def resolve_default_placement(
+    device_map: object, max_memory: dict[int | str, int] | None
+) -> tuple[Any, dict[int | str, int] | None]:
+    """``load_model``'s default placement (``device_map=None``) as transformers takes it.
+
+    Without a GPU: "auto" (the CPU). With one or more: "auto" limited to the first
+    visible GPU and the CPU, so a multi-GPU host places a model as a one-GPU host does.
+    An explicit ``device_map`` passes through unchanged.
+    """
+    if device_map is not None:
+        return device_map, max_memory
+    import torch
+
+    if not cuda_available() or torch.cuda.device_count() < 2 or max_memory is not None:
+        return "auto", max_memory
+    from accelerate.utils import get_max_memory
+
+    every = get_max_memory()
+    return "auto", {k: v for k, v in every.items() if k in (0, "cpu")}
+
+
+def gpu_ordinals(device_map: object, max_memory: Mapping[int | str, int] | None) -> list[int]:
+    """The CUDA ordinals a load may place weights on (for the free-memory checks)."""
+    import torch
+
+    if not torch.cuda.is_available():
+        return []
+    every = list(range(torch.cuda.device_count()))
+    if device_map is None and max_memory is None:
+        return every[:1]
+    if device_map is None or (isinstance(device_map, str) and device_map in _AUTO_MAPS):
+        if max_memory is not None:
+            return [k for k in max_memory if isinstance(k, int) and k in every]
+        return every
+    values = list(device_map.values()) if isinstance(device_map, Mapping) else [device_map]
+    ordinals: set[int] = set()
+    for value in values:
+        if isinstance(value, int) and not isinstance(value, bool):
+            ordinals.add(value)
+        elif isinstance(value, str) and value.startswith("cuda"):
+            _, _, suffix = value.partition(":")
+            ordinals.add(int(suffix) if suffix.isdigit() else torch.cuda.current_device())
+        elif value is not None and getattr(value, "type", None) == "cuda":
+            index = getattr(value, "index", None)
+            ordinals.add(index if isinstance(index, int) else torch.cuda.current_device())
+    return sorted(o for o in ordinals if o in every)
+
+
+def free_gpu_memory(ordinals: list[int]) -> dict[int, int]:
+    """Free bytes per CUDA ordinal, as the driver reports them."""
+    import torch
+
+    return {ordinal: int(torch.cuda.mem_get_info(ordinal)[0]) for ordinal in ordinals}
+
+
+def estimate_load_bytes(name_or_path: str | os.PathLike[str], mode: str) -> int | None:
+    """Bytes a load in ``mode`` needs: the memory estimate from the config, else a rough
+    one from the weight files and their stored dtype.
+
+    None for a hub id that is not cached locally.
+    """
+    try:
+        from pytest_gpuinfer.probes.memory_fit import estimate_model_memory
+
+        return estimate_model_memory(os.fspath(name_or_path), (mode,)).weights_bytes(mode)
+    except Exception:  # an estimate must never break a load; fall back to file sizes
+        pass
+    source = resolve_source(name_or_path)
+    if source.directory is None:
+        return None
+    weights = [
+        p for p in source.directory.iterdir() if p.is_file() and p.name.endswith(_WEIGHT_SUFFIXES)
+    ]
+    if not weights:
+        return None
+    file_bytes = sum(p.stat().st_size for p in weights)
+    try:
+        config = json.loads((source.directory / "config.json").read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        config = {}
+    stored = config.get("dtype") or config.get("torch_dtype") or "float32"
+    stored_bytes = dtype_bytes(str(stored)) or 4
+    info = MODE_INFO[mode]
+    if info.bits is not None:
+        per_weight = info.bits / 8 + _QUANTIZED_EXTRA_BYTES
+    else:
+        per_weight = float(dtype_bytes(info.weight_dtype or "float16") or 2)
+    return int(file_bytes / stored_bytes * per_weight)
+
+
+def memory_in_use() -> int:
+    """Bytes of CUDA memory torch has allocated in this process, over all GPUs (0 without)."""
+    import torch
+
+    if not torch.cuda.is_available() or not _cuda_initialized():
+        return 0
+    return sum(int(torch.cuda.memory_allocated(i)) for i in range(torch.cuda.device_count()))
+
+
+def release_memory() -> None:
+    """Collect garbage and hand torch's cached CUDA blocks back to the driver."""
+    gc.collect()
+    import torch
+
+    if torch.cuda.is_available() and _cuda_initialized():
+        torch.cuda.empty_cache()
+
+
+def is_oom(error: BaseException) -> bool:
+    """Whether ``error`` is CUDA running out of memory (torch's types or bitsandbytes' text)."""
+    import torch
+
+    oom_types: tuple[type[BaseException], ...] = (torch.cuda.OutOfMemoryError,)
+    generic = getattr(torch, "OutOfMemoryError", None)
+    if isinstance(generic, type):
+        oom_types += (generic,)
+    if isinstance(error, oom_types):
+        return True
+    # bitsandbytes and older torch raise a plain RuntimeError with this text.
+    return isinstance(error, RuntimeError) and "CUDA out of memory" in str(error)

@@ -1,0 +1,1 @@
+"""Fakes at the hardware boundary: a fake NVML (pynvml.py) and the machines it describes."""

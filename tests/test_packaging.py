@@ -1,0 +1,59 @@
+"""Installed names: the wheel ships pytest_gpuinfer (with its probes), no top-level `probes`."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import zipfile
+from pathlib import Path
+
+import pytest
+
+import pytest_gpuinfer
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture(scope="module")
+def wheel(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    out = tmp_path_factory.mktemp("wheel")
+    subprocess.run(
+        [sys.executable, "-m", "pip", "wheel", "-q", "--no-deps", "-w", str(out), str(ROOT)],
+        check=True,
+        capture_output=True,
+        text=True,
+    )
+    (found,) = out.glob("pytest_gpuinfer-*.whl")
+    return found
+
+
+def test_wheel_installs_probes_under_the_project_name(wheel: Path) -> None:
+    names = zipfile.ZipFile(wheel).namelist()
+    top_level = {name.split("/")[0] for name in names}
+    assert "probes" not in top_level
+    assert {"pytest_gpuinfer/probes/rules.py", "pytest_gpuinfer/probes/modes.py"} <= set(names)
+    assert f"pytest_gpuinfer-{pytest_gpuinfer.__version__}.dist-info/METADATA" in names
+
+
+def test_import_probes_fails_after_installing_the_wheel(wheel: Path, tmp_path: Path) -> None:
+    target = tmp_path / "site"
+    zipfile.ZipFile(wheel).extractall(target)
+    env = {**os.environ, "PYTHONPATH": str(target)}
+    prefix = str(target)
+    code = (
+        "import importlib.util, pytest_gpuinfer.probes.rules as r, pytest_gpuinfer as p\n"
+        f"print(importlib.util.find_spec('probes'), p.__file__.startswith({prefix!r}), "
+        "len(r.RULES) > 0)"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", code], cwd=tmp_path, env=env, capture_output=True, text=True
+    )
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.split() == ["None", "True", "True"]
+
+
+def test_version_is_the_distribution_version() -> None:
+    from importlib.metadata import version
+
+    assert pytest_gpuinfer.__version__ == version("pytest-gpuinfer")
