@@ -49,12 +49,20 @@ def checked_call(function: Callable[_P, _R]) -> Callable[_P, _R]:
             signature.bind(*args, **kwargs)
         except TypeError as error:
             name = function.__name__
-            if len(args) > len(positional):
-                stray = ", ".join(shown(value) for value in args[len(positional) :])
+            strays = args[len(positional) :]
+            if strays:
+                written = ", ".join(
+                    f"{keyword}={shown(value)}"
+                    for keyword, value in zip(keywords, strays, strict=False)
+                )
+                rest = (
+                    f", tolerances and options by keyword: write {written}"
+                    if written
+                    else f"; {name} takes nothing else"
+                )
                 raise InputError(
-                    f"{name}: {stray} passed by position; {name} takes "
-                    f"{', '.join(positional)} by position and the rest by keyword "
-                    f"({', '.join(f'{k}=' for k in keywords)})"
+                    f"{name}: {', '.join(shown(value) for value in strays)} passed by "
+                    f"position; only {', '.join(positional)} go by position{rest}"
                 ) from None
             raise InputError(f"{name}: {error}") from None
         return function(*args, **kwargs)
