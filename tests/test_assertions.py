@@ -422,6 +422,16 @@ def test_logits_close_takes_a_whole_tolerance_and_single_overrides(
     assert assert_logits_close(llama, (bf16, tokenizer), TEXTS).mode == "bf16"
 
 
+def test_the_documented_tolerances_are_the_defaults() -> None:
+    text = (Path(__file__).parents[1] / "docs" / "writing-tests.md").read_text()
+    table = text.split("| mode | min top-1 agreement |", 1)[1].split("\n\n", 1)[0]
+    rows = [line.strip("| ").split(" | ") for line in table.splitlines()[2:]]
+    documented = {
+        mode: LogitsTolerance(*(float(value) for value in values)) for mode, *values in rows
+    }
+    assert documented == dict(DEFAULT_TOLERANCES)
+
+
 def test_logits_close_rejects_unknown_modes(llama: Any) -> None:
     with pytest.raises(InputError, match="mode='fp8'"):
         assert_logits_close(llama, llama, torch.tensor([[1, 2, 3]]), mode="fp8")
