@@ -224,6 +224,11 @@ BAD_INPUTS: list[tuple[str, Callable[[], object], str]] = [
         "mode=16: expected one of",
     ),
     (
+        "logits-mode-list",
+        lambda: assert_logits_close(MODEL, MODEL, IDS, mode=["fp16"]),  # type: ignore[arg-type]
+        "mode=['fp16']: expected one of",
+    ),
+    (
         "logits-tolerance-str",
         lambda: assert_logits_close(MODEL, MODEL, IDS, tolerance="tight"),  # type: ignore[arg-type]
         "tolerance='tight': expected a LogitsTolerance or None",

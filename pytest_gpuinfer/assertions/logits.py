@@ -151,7 +151,7 @@ def assert_logits_close(
     __tracebackhide__ = True
     import torch
 
-    if mode is not None and mode not in MODE_INFO:
+    if mode is not None and (not isinstance(mode, str) or mode not in MODE_INFO):
         raise InputError(f"mode={shown(mode)}: expected one of {', '.join(MODES)}")
     reference_model, reference_tokenizer = unpack(reference, tokenizer, what="reference")
     candidate_model, candidate_tokenizer = unpack(candidate, tokenizer, what="candidate")
