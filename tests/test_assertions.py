@@ -14,6 +14,7 @@ import pytest
 
 from pytest_gpuinfer.assertions import (
     DEFAULT_TOLERANCES,
+    LogitsTolerance,
     assert_device_map,
     assert_embeddings_close,
     assert_generation_close,
@@ -254,10 +255,10 @@ def test_quantized_rejects_other_bit_widths(llama_int8: Any) -> None:
 
 def test_memory_footprint_ratio(paths: dict[str, Path], llama_int8: Any) -> None:
     fp16 = _causal(paths["llama"], dtype=torch.float16)
-    ratio = assert_memory_footprint(fp16, llama_int8, 1.3)
+    ratio = assert_memory_footprint(fp16, llama_int8, min_ratio=1.3)
     assert ratio == pytest.approx(fp16.get_memory_footprint() / llama_int8.get_memory_footprint())
     with pytest.raises(AssertionError) as caught:
-        assert_memory_footprint(fp16, llama_int8, 2.0)
+        assert_memory_footprint(fp16, llama_int8, min_ratio=2.0)
     message = str(caught.value)
     assert message.startswith(f"memory footprint ratio {ratio:.3f} < 2.0: reference ")
     assert f"({fp16.get_memory_footprint()} B, float16)" in message
@@ -266,7 +267,7 @@ def test_memory_footprint_ratio(paths: dict[str, Path], llama_int8: Any) -> None
 
 def test_memory_footprint_fails_when_nothing_was_saved(llama: Any) -> None:
     with pytest.raises(AssertionError, match=r"ratio 1\.000 < 1\.5"):
-        assert_memory_footprint(llama, llama, 1.5)
+        assert_memory_footprint(llama, llama, min_ratio=1.5)
 
 
 # --------------------------------------------------------------------------- generation
@@ -313,7 +314,9 @@ def test_generation_close_allows_a_near_tie_divergence(llama: Any, tokenizer: An
     result = assert_generation_close(llama, swapped, prompt, max_new_tokens=6, tokenizer=tokenizer)
     assert result[0].first_divergence == 0
     with pytest.raises(AssertionError, match="not in the reference's top-1"):
-        assert_generation_close(llama, swapped, prompt, 6, top_k=1, tokenizer=tokenizer)
+        assert_generation_close(
+            llama, swapped, prompt, max_new_tokens=6, top_k=1, tokenizer=tokenizer
+        )
 
 
 def test_generation_close_fails_for_a_truncated_generation(llama: Any, tokenizer: Any) -> None:
@@ -397,6 +400,36 @@ def test_logits_close_fails_on_top1_agreement(llama: Any, tokenizer: Any) -> Non
             mean_abs_error=1e9,
             tie_margin=0.0,
         )
+
+
+def test_logits_close_takes_a_whole_tolerance_and_single_overrides(
+    paths: dict[str, Path], llama: Any, tokenizer: Any
+) -> None:
+    loose = LogitsTolerance(0.5, 100.0, 10.0, 0.5)
+    result = assert_logits_close(llama, llama, TEXTS, tokenizer=tokenizer, tolerance=loose)
+    assert result.tolerance == loose
+    assert result.mode == "fp32"
+    tightened = assert_logits_close(
+        llama, llama, TEXTS, tokenizer=tokenizer, tolerance=loose, tie_margin=0.0
+    )
+    assert tightened.tolerance == LogitsTolerance(0.5, 100.0, 10.0, 0.0)
+    logprobs = _first_step_logprobs(llama, tokenizer, TEXTS[0])
+    broken = _untie_and_swap_rows(llama, int(logprobs.argmax()), int(logprobs.argmin()))
+    strict = LogitsTolerance(1.0, 1e9, 1e9, 0.0)
+    with pytest.raises(AssertionError, match=r"^logits not close \(explicit tolerances\): top-1"):
+        assert_logits_close(llama, broken, TEXTS, tokenizer=tokenizer, tolerance=strict)
+    bf16 = _causal(paths["llama"], dtype=torch.bfloat16)
+    assert assert_logits_close(llama, (bf16, tokenizer), TEXTS).mode == "bf16"
+
+
+def test_the_documented_tolerances_are_the_defaults() -> None:
+    text = (Path(__file__).parents[1] / "docs" / "writing-tests.md").read_text()
+    table = text.split("| mode | min top-1 agreement |", 1)[1].split("\n\n", 1)[0]
+    rows = [line.strip("| ").split(" | ") for line in table.splitlines()[2:]]
+    documented = {
+        mode: LogitsTolerance(*(float(value) for value in values)) for mode, *values in rows
+    }
+    assert documented == dict(DEFAULT_TOLERANCES)
 
 
 def test_logits_close_rejects_unknown_modes(llama: Any) -> None:
