@@ -12,7 +12,7 @@ any capability >= X.Y.
 from __future__ import annotations
 
 import re
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from types import MappingProxyType
 from typing import Literal
@@ -183,16 +183,22 @@ def cuda_from_local_label(version: str) -> str | None:
     return f"{int(match.group(1))}.{match.group(2)}" if match else None
 
 
-def best_official_build(release: TorchRelease, cc: tuple[int, int]) -> tuple[str, Coverage] | None:
-    """The official build that drives ``cc`` best: native code first, then the newest CUDA."""
-    ranked: list[tuple[int, tuple[int, ...], str, Coverage]] = []
+def best_official_build(
+    release: TorchRelease,
+    cc: tuple[int, int],
+    prefer: Callable[[str], bool] = lambda cuda: True,
+) -> tuple[str, Coverage] | None:
+    """The official build that drives ``cc`` best: native code first, then a CUDA version
+    ``prefer`` likes (one bitsandbytes ships a library for), then the newest CUDA."""
+    ranked: list[tuple[int, bool, tuple[int, ...], str, Coverage]] = []
     for cuda, targets in release.builds.items():
         how = coverage(targets, cc)
         if how is not None:
-            ranked.append((1 if how == "sass" else 0, Version(cuda).release, cuda, how))
+            native = 1 if how == "sass" else 0
+            ranked.append((native, prefer(cuda), Version(cuda).release, cuda, how))
     if not ranked:
         return None
-    _, _, cuda, how = max(ranked)
+    *_, cuda, how = max(ranked)
     return cuda, how
 
 

@@ -159,11 +159,23 @@ def resolve_torch_build(f: Facts) -> builds.TorchBuild | None:
     if release is None or not builds.is_official_torch_version(version):
         return builds.TorchBuild(version, cuda, None, how, "no row in probes/builds.py")
     if cuda is None:
-        best = builds.best_official_build(release, f.cc)
+        best = builds.best_official_build(release, f.cc, prefer=lambda c: _bnb_has_library(f, c))
         if best is None:
             return builds.TorchBuild(version, None, (), how, release.source)
         cuda = best[0]
     return builds.TorchBuild(version, cuda, release.builds.get(cuda), how, release.source)
+
+
+def _bnb_has_library(f: Facts, cuda: str) -> bool:
+    """Whether the bitsandbytes in play ships a library for ``cuda`` (True without one)."""
+    raw = f.software.packages.get("bitsandbytes")
+    if raw is None:
+        return True
+    try:
+        row = builds.bnb_release(Version(raw))
+    except InvalidVersion:
+        return True
+    return row is None or builds.bnb_library_for(row, cuda) is not None
 
 
 def cc_text(cc: tuple[int, int]) -> str:
