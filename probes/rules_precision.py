@@ -56,15 +56,14 @@ PRECISION_RULES: tuple[Rule, ...] = (
         id="bf16-needs-ampere",
         modes=frozenset({"bf16"}),
         device="cuda",
-        requirement="bf16 needs compute capability >= 8.0 (Ampere); below it torch only "
-        "emulates bf16 through fp32, slower than fp32, and pytest-gpuinfer's policy is to "
-        "call emulation unsupported",
+        requirement="bf16 needs compute capability >= 8.0 (Ampere)",
         otherwise=Status.UNSUPPORTED,
         source="NVIDIA Ampere whitepaper; torch.cuda.is_bf16_supported(including_emulation="
         "True) says True through emulation (torch/cuda/__init__.py, pytorch#148322)",
         applies=lambda f: f.cc >= HALF_GEMM_MIN_CC,
         holds=lambda f: f.cc >= BF16_FULL_SPEED_FROM,
-        found=lambda f: f.gpu_label,
+        found=lambda f: f"{f.gpu_label}, where torch only emulates bf16 through fp32 "
+        "(slower than fp32; pytest-gpuinfer's policy counts emulation as unsupported)",
     ),
     Rule(
         id="fp16-on-cpu",
