@@ -66,9 +66,13 @@ def _not_covered(f: Facts) -> str:
             f"cu{cuda.replace('.', '')}: {builds.targets_text(targets)}"
             for cuda, targets in release.builds.items()
         )
-        text = f"no torch {release.release} build has code for {gpu} ({listed})"
+        sm = f"sm_{f.cc[0]}{f.cc[1]}"
+        text = f"no torch {release.release} build targets {sm} (or an older sm_{f.cc[0]}x) for {gpu} ({listed})"
     else:
-        text = f"{build.label} targets {builds.targets_text(build.targets)}, nothing for {gpu}"
+        text = (
+            f"{build.label} targets {builds.targets_text(build.targets)}, "
+            f"no sm_{f.cc[0]}{f.cc[1]} code for {gpu}"
+        )
     last = builds.last_release_covering(f.cc)
     if last is not None:
         text += f"; the newest official build that does: torch {last[0]} cu{last[1].replace('.', '')}"
