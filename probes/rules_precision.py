@@ -58,12 +58,13 @@ PRECISION_RULES: tuple[Rule, ...] = (
         device="cuda",
         requirement="bf16 needs compute capability >= 8.0 (Ampere)",
         otherwise=Status.UNSUPPORTED,
-        source="NVIDIA Ampere whitepaper; torch.cuda.is_bf16_supported(including_emulation="
-        "True) says True through emulation (torch/cuda/__init__.py, pytorch#148322)",
+        source="policy: below 8.0 torch only emulates bf16 through fp32 (slower than fp32; "
+        "torch.cuda.is_bf16_supported(including_emulation=True) says True anyway, "
+        "torch/cuda/__init__.py, pytorch#148322), and emulation counts as unsupported; "
+        "NVIDIA Ampere whitepaper",
         applies=lambda f: f.cc >= HALF_GEMM_MIN_CC,
         holds=lambda f: f.cc >= BF16_FULL_SPEED_FROM,
-        found=lambda f: f"{f.gpu_label}, where torch only emulates bf16 through fp32 "
-        "(slower than fp32; pytest-gpuinfer's policy counts emulation as unsupported)",
+        found=lambda f: f.gpu_label,
     ),
     Rule(
         id="fp16-on-cpu",
