@@ -80,7 +80,9 @@ class Facts:
     @property
     def is_gtx16(self) -> bool:
         assert self.gpu is not None
-        return self.cc[0] == 7 and self.cc >= (7, 5) and not has_tensor_cores(self.cc, self.gpu.name)
+        return (
+            self.cc[0] == 7 and self.cc >= (7, 5) and not has_tensor_cores(self.cc, self.gpu.name)
+        )
 
     @property
     def torch_cuda_text(self) -> str | None:

@@ -38,9 +38,12 @@ def flash_attn_usable(f: Facts) -> bool:
         return False
     if MODE_INFO["fastpath"].weight_dtype not in FLASH_ATTN_DTYPES:
         return False
-    if f.has("transformers") and f.at_least("transformers", "5.0.0.dev0"):
-        if not f.at_least("flash-attn", FLASH_ATTN_MIN_UNDER_TRANSFORMERS_5):
-            return False
+    if (
+        f.has("transformers")
+        and f.at_least("transformers", "5.0.0.dev0")
+        and not f.at_least("flash-attn", FLASH_ATTN_MIN_UNDER_TRANSFORMERS_5)
+    ):
+        return False
     return f.cc >= FLASH_ATTN_MIN_CC
 
 

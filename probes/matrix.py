@@ -9,8 +9,9 @@ from __future__ import annotations
 from pytest_gpuinfer.probes.architectures import SDPA_BACKENDS, TENSOR_CORE_PRECISIONS
 from pytest_gpuinfer.probes.builds import BNB_RELEASES, TORCH_RELEASES, targets_text
 from pytest_gpuinfer.probes.facts import Facts
+from pytest_gpuinfer.probes.modes import MODES
 from pytest_gpuinfer.probes.profiles import BUILTIN_PROFILES
-from pytest_gpuinfer.probes.report import MODES, SoftwareStack, Status
+from pytest_gpuinfer.probes.report import SoftwareStack, Status
 from pytest_gpuinfer.probes.rule import UNCONFIRMED
 from pytest_gpuinfer.probes.rules import RULES, judge
 
@@ -102,9 +103,8 @@ def _torch_builds_table() -> list[str]:
     lines = ["| torch | CUDA build | targets | source |", "|---|---|---|---|"]
     for release in TORCH_RELEASES:
         for cuda, targets in release.builds.items():
-            lines.append(
-                f"| {release.release} | {cuda} | {targets_text(targets)} | {_escape(release.source)} |"
-            )
+            source = _escape(release.source)
+            lines.append(f"| {release.release} | {cuda} | {targets_text(targets)} | {source} |")
     return lines
 
 

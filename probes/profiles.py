@@ -210,7 +210,7 @@ def _parse_overrides(text: str, where: str) -> dict[str, str]:
 
 
 def _torch_cuda_of(software: Mapping[str, str], torch_cuda: str | None, where: str) -> str | None:
-    """The CUDA build named by ``torch_cuda`` or by a ``+cuXYZ`` torch override (they must agree)."""
+    """The CUDA build named by ``torch_cuda`` or a ``+cuXYZ`` torch override (they must agree)."""
     from pytest_gpuinfer.probes.builds import cuda_from_local_label
 
     labelled = cuda_from_local_label(software.get("torch", ""))

@@ -1,8 +1,9 @@
 """The compatibility rules engine: run the table of rows (each citing its source) per GPU.
 
 The rows live by topic in ``rules_torch``, ``rules_precision``, ``rules_bnb`` and
-``rules_fastpath``; ``RULES`` joins them in display order. A rule names the modes it concerns, when it applies, the requirement that must hold, the
-status when it does not, and its source. ``judge`` runs every row against the facts of
+``rules_fastpath``; ``RULES`` joins them in display order. A rule names the modes it
+concerns, when it applies, the requirement that must hold, the status when it does not,
+and its source. ``judge`` runs every row against the facts of
 each GPU (or the CPU when there is none) and keeps the worst outcome per mode, with every
 reason. The audit table, the plugin's skip reasons and docs/compatibility.md are all
 rendered from these rows.
@@ -18,9 +19,8 @@ from pytest_gpuinfer.probes.hf_calls import (
     int8_loading_api,
     plan_fastpath,
 )
-from pytest_gpuinfer.probes.modes import MODE_INFO, QUANTIZED_MODES, bnb_config_text
+from pytest_gpuinfer.probes.modes import MODE_INFO, MODES, QUANTIZED_MODES, bnb_config_text
 from pytest_gpuinfer.probes.report import (
-    MODES,
     DriverInfo,
     Finding,
     GPUInfo,

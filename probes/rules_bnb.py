@@ -132,7 +132,9 @@ BNB_RULES: tuple[Rule, ...] = (
         source="transformers 4.30 release notes (QLoRA / load_in_4bit); 4.48 "
         "quantizer_bnb_4bit.py; bitsandbytes 0.39.0 changelog (4-bit matmul)",
         applies=lambda f: f.has("bitsandbytes") and f.has("transformers"),
-        holds=lambda f: f.at_least("bitsandbytes", NF4_MIN_BNB) and f.at_least("transformers", "4.30"),
+        holds=lambda f: (
+            f.at_least("bitsandbytes", NF4_MIN_BNB) and f.at_least("transformers", "4.30")
+        ),
         found=lambda f: f"{f.pkg('bitsandbytes')}, {f.pkg('transformers')}",
     ),
     Rule(
@@ -250,8 +252,9 @@ BNB_RULES: tuple[Rule, ...] = (
         otherwise=Status.DEGRADED,
         source="bitsandbytes 0.37.0 changelog ('Int8 now supported on all GPUs'); "
         "autograd/_functions.py supports_igemmlt (0.38-0.44)",
-        applies=lambda f: _in_range(f, "0.37.0", "0.45.0") and not (
-            f.is_gtx16 and _in_range(f, "0.37.0", "0.38.0")
+        applies=lambda f: (
+            _in_range(f, "0.37.0", "0.45.0")
+            and not (f.is_gtx16 and _in_range(f, "0.37.0", "0.38.0"))
         ),
         holds=lambda f: f.has_int8_tensor_cores,
         found=lambda f: f"{f.gpu_label} with {f.pkg('bitsandbytes')}",

@@ -25,8 +25,7 @@ def _coverage(f: Facts) -> builds.Coverage | None:
             raise UnknownFact(f"{build.label} reported no arch list")
         release, _ = builds.torch_release(build.version)
         official = (
-            f"official CUDA builds of torch {release.release}: "
-            + ", ".join(release.builds)
+            f"official CUDA builds of torch {release.release}: " + ", ".join(release.builds)
             if release is not None
             else "torch versions before 2.0 are not in the build table"
         )
@@ -67,7 +66,10 @@ def _not_covered(f: Facts) -> str:
             for cuda, targets in release.builds.items()
         )
         sm = f"sm_{f.cc[0]}{f.cc[1]}"
-        text = f"no torch {release.release} build targets {sm} (or an older sm_{f.cc[0]}x) for {gpu} ({listed})"
+        text = (
+            f"no torch {release.release} build targets {sm} (or an older sm_{f.cc[0]}x) "
+            f"for {gpu} ({listed})"
+        )
     else:
         text = (
             f"{build.label} targets {builds.targets_text(build.targets)}, "
@@ -75,7 +77,9 @@ def _not_covered(f: Facts) -> str:
         )
     last = builds.last_release_covering(f.cc)
     if last is not None:
-        text += f"; the newest official build that does: torch {last[0]} cu{last[1].replace('.', '')}"
+        text += (
+            f"; the newest official build that does: torch {last[0]} cu{last[1].replace('.', '')}"
+        )
     else:
         text += "; no official torch 2.x build does"
     return text

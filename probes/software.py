@@ -233,7 +233,11 @@ def verify_stack(
     arch: list[str] | None = None
     if use_cache and want_int8:
         cached = _read_json(int8_file)
-        if cached and isinstance(cached.get("state"), str) and isinstance(cached.get("detail"), str):
+        if (
+            cached
+            and isinstance(cached.get("state"), str)
+            and isinstance(cached.get("detail"), str)
+        ):
             check = NativeCheck(
                 state=str(cached["state"]), detail=str(cached["detail"]), cached=True, device=device
             )

@@ -15,7 +15,6 @@ from pytest_gpuinfer.probes.report import DriverInfo, GPUInfo, SoftwareStack, St
 from pytest_gpuinfer.probes.rules import judge
 from pytest_gpuinfer.probes.software import cached_arch_list, verify_stack
 
-
 DRIVER = DriverInfo(driver_version="580.65.06", cuda_driver_version="13.0")
 
 
@@ -55,7 +54,9 @@ def software(torch: str, cuda: str | None = None, **more: str | None) -> Softwar
         (["sm_120"], (12, 1), "sass"),
     ],
 )
-def test_binary_compatibility(targets: list[str], cc: tuple[int, int], expected: str | None) -> None:
+def test_binary_compatibility(
+    targets: list[str], cc: tuple[int, int], expected: str | None
+) -> None:
     assert builds.coverage(targets, cc) == expected
 
 
@@ -63,7 +64,12 @@ def test_torch_releases_are_ordered_and_sourced() -> None:
     releases = [tuple(map(int, r.release.split("."))) for r in builds.TORCH_RELEASES]
     assert releases == sorted(releases)
     assert all(r.source and r.builds for r in builds.TORCH_RELEASES)
-    assert all(builds.parse_target(t) for r in builds.TORCH_RELEASES for ts in r.builds.values() for t in ts)
+    assert all(
+        builds.parse_target(t)
+        for r in builds.TORCH_RELEASES
+        for ts in r.builds.values()
+        for t in ts
+    )
 
 
 def test_best_build_and_the_last_one_for_kepler() -> None:
@@ -126,7 +132,9 @@ def test_fastpath_without_a_model_does_not_promise_bettertransformer_to_llama() 
     assert plan.implementation == "bettertransformer"
     assert "native SDPA for falcon, gpt_bigcode, llama, whisper" in plan.reason
     verdict = judge([gpu((8, 0))], legacy)["fastpath"]
-    assert verdict.resolves_to is not None and "attn_implementation='sdpa' for" in verdict.resolves_to
+    assert (
+        verdict.resolves_to is not None and "attn_implementation='sdpa' for" in verdict.resolves_to
+    )
 
 
 @pytest.mark.parametrize(

@@ -134,7 +134,7 @@ def test_file_torch_cuda_must_agree_with_the_torch_label(tmp_path: Path) -> None
     path.write_text(
         json.dumps({"base": "t4", "torch_cuda": "12.6", "software": {"torch": "2.6.0+cu118"}})
     )
-    with pytest.raises(InputError, match="disagrees with torch '2.6.0\\+cu118'"):
+    with pytest.raises(InputError, match=r"disagrees with torch '2\.6\.0\+cu118'"):
         load_profile(path)
     path.write_text(json.dumps({"base": "t4", "software": {"bitsandbyte": "0.36.0"}}))
     with pytest.raises(InputError, match="unknown package 'bitsandbyte'"):

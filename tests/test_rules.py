@@ -94,13 +94,25 @@ CASES = [
     Case("torch-cuda-build", False, torch_cuda="12.6"),
     # official builds (probes/builds.py): sm_37 last in cu118 of 2.7; cu128 lost sm_70 in 2.11
     Case("torch-build-covers-gpu", True, cc=(3, 7), torch_cuda="12.6", packages={"torch": "2.7.0"}),
-    Case("torch-build-covers-gpu", False, cc=(3, 7), torch_cuda="11.8", packages={"torch": "2.7.0"}),
-    Case("torch-build-covers-gpu", True, cc=(7, 0), torch_cuda="12.8", packages={"torch": "2.11.0"}),
-    Case("torch-build-covers-gpu", False, cc=(7, 0), torch_cuda="12.8", packages={"torch": "2.10.0"}),
+    Case(
+        "torch-build-covers-gpu", False, cc=(3, 7), torch_cuda="11.8", packages={"torch": "2.7.0"}
+    ),
+    Case(
+        "torch-build-covers-gpu", True, cc=(7, 0), torch_cuda="12.8", packages={"torch": "2.11.0"}
+    ),
+    Case(
+        "torch-build-covers-gpu", False, cc=(7, 0), torch_cuda="12.8", packages={"torch": "2.10.0"}
+    ),
     Case("torch-build-covers-gpu", True, cc=(6, 0), torch_cuda="12.8", packages={"torch": "2.8.0"}),
-    Case("torch-build-covers-gpu", False, cc=(6, 1), torch_cuda="12.6", packages={"torch": "2.8.0"}),
-    Case("torch-build-covers-gpu", True, cc=(10, 0), torch_cuda="12.6", packages={"torch": "2.6.0"}),
-    Case("torch-build-covers-gpu", False, cc=(10, 0), torch_cuda="12.8", packages={"torch": "2.7.0"}),
+    Case(
+        "torch-build-covers-gpu", False, cc=(6, 1), torch_cuda="12.6", packages={"torch": "2.8.0"}
+    ),
+    Case(
+        "torch-build-covers-gpu", True, cc=(10, 0), torch_cuda="12.6", packages={"torch": "2.6.0"}
+    ),
+    Case(
+        "torch-build-covers-gpu", False, cc=(10, 0), torch_cuda="12.8", packages={"torch": "2.7.0"}
+    ),
     Case("torch-build-covers-gpu", True, cc=(9, 0), arch_list=["sm_80", "sm_86"]),
     Case("torch-build-covers-gpu", False, cc=(8, 9), arch_list=["sm_80", "sm_86"]),
     Case("torch-build-ptx-only", True, cc=(13, 0), torch_cuda="13.0"),
