@@ -12,7 +12,7 @@ from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
-from pytest_gpuinfer.probes.modes import MODES
+from pytest_gpuinfer.probes.modes import MODES as MODES  # re-exported: contracts.md
 
 SCHEMA_VERSION = "1"
 
