@@ -14,6 +14,7 @@ from __future__ import annotations
 import re
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
+from functools import lru_cache
 from types import MappingProxyType
 from typing import Literal
 
@@ -148,6 +149,7 @@ class TorchBuild:
         return f"torch {base}{cuda}"
 
 
+@lru_cache(maxsize=64)
 def torch_release(version: str) -> tuple[TorchRelease | None, bool]:
     """The table row for this torch version and whether it was extrapolated.
 

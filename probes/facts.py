@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from functools import cached_property
 from typing import Literal
 
 from packaging.version import InvalidVersion, Version
@@ -120,7 +121,7 @@ class Facts:
         }[build.how]
         return f"{build.label} ({note})"
 
-    @property
+    @cached_property
     def torch_build(self) -> builds.TorchBuild | None:
         """The torch build this GPU is judged against (None: no torch, or a CPU build)."""
         return resolve_torch_build(self)
