@@ -3,10 +3,17 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from functools import cached_property
+from typing import Literal
 
 from packaging.version import InvalidVersion, Version
 
-from pytest_gpuinfer.probes.architectures import TENSOR_CORE_PRECISIONS, tensor_core_precisions
+from pytest_gpuinfer.probes import builds
+from pytest_gpuinfer.probes.architectures import (
+    TENSOR_CORE_PRECISIONS,
+    has_tensor_cores,
+    tensor_core_precisions,
+)
 from pytest_gpuinfer.probes.report import DriverInfo, GPUInfo, SoftwareStack
 
 
@@ -67,17 +74,57 @@ class Facts:
         return f"{package} {self.software.packages.get(package) or 'not installed'}"
 
     @property
+    def has_int8_tensor_cores(self) -> bool:
+        """Turing or newer with tensor cores (GTX 16xx boards have none)."""
+        return "int8" in self.tensor_cores
+
+    @property
+    def is_gtx16(self) -> bool:
+        assert self.gpu is not None
+        return (
+            self.cc[0] == 7 and self.cc >= (7, 5) and not has_tensor_cores(self.cc, self.gpu.name)
+        )
+
+    @property
+    def torch_cuda_text(self) -> str | None:
+        """torch's CUDA build as text: the installed or profile one, else the assumed one."""
+        if self.software.torch_cuda is not None:
+            return self.software.torch_cuda
+        if self.software.assumed_torch_build and self.on_gpu and self.has("torch"):
+            build = self.torch_build
+            return build.cuda if build is not None else None
+        return None
+
+    @property
     def torch_cuda(self) -> tuple[int, int] | None:
-        """torch's CUDA build; None when a simulated profile lets us assume a fitting one."""
-        if self.software.torch_cuda is None:
+        """torch's CUDA build as (major, minor); None for a CPU build or no torch."""
+        text = self.torch_cuda_text
+        if text is None:
             return None
-        major, _, minor = self.software.torch_cuda.partition(".")
+        major, _, minor = text.partition(".")
         try:
             return int(major), int(minor or 0)
         except ValueError:
-            raise UnknownFact(
-                f"torch CUDA version {self.software.torch_cuda!r} unreadable"
-            ) from None
+            raise UnknownFact(f"torch CUDA version {text!r} unreadable") from None
+
+    @property
+    def torch_label(self) -> str:
+        """ "torch 2.13.0+cu132 (assumed: ...)", naming how the build was chosen."""
+        build = self.torch_build
+        if build is None:
+            return self.pkg("torch")
+        note = {
+            "installed": "installed",
+            "official": "official build",
+            "assumed": "assumed: the best official build for this GPU",
+            "extrapolated": "newer than the build table; judged by its newest release",
+        }[build.how]
+        return f"{build.label} ({note})"
+
+    @cached_property
+    def torch_build(self) -> builds.TorchBuild | None:
+        """The torch build this GPU is judged against (None: no torch, or a CPU build)."""
+        return resolve_torch_build(self)
 
     @property
     def torch_is_cpu_build(self) -> bool:
@@ -88,6 +135,50 @@ class Facts:
             and self.software.torch_hip is None
             and "torch_cuda" not in self.software.unknown
         )
+
+
+def resolve_torch_build(f: Facts) -> builds.TorchBuild | None:
+    """Installed arch list, else the official build of the version and CUDA in play, else
+    (a simulated GPU with no CUDA build named) the best official build of that version."""
+    software = f.software
+    version = software.packages.get("torch")
+    if version is None or f.gpu is None:
+        return None
+    if software.torch_arch_list is not None:
+        return builds.TorchBuild(
+            version,
+            software.torch_cuda,
+            tuple(software.torch_arch_list),
+            "installed",
+            "torch.cuda.get_arch_list() of the installed build (read by --verify)",
+        )
+    cuda = software.torch_cuda
+    if cuda is None and not software.assumed_torch_build:
+        return None
+    release, extrapolated = builds.torch_release(version)
+    how: Literal["official", "assumed", "extrapolated"] = "official" if cuda else "assumed"
+    if extrapolated:
+        how = "extrapolated"
+    if release is None or not builds.is_official_torch_version(version):
+        return builds.TorchBuild(version, cuda, None, how, "no row in probes/builds.py")
+    if cuda is None:
+        best = builds.best_official_build(release, f.cc, prefer=lambda c: _bnb_has_library(f, c))
+        if best is None:
+            return builds.TorchBuild(version, None, (), how, release.source)
+        cuda = best[0]
+    return builds.TorchBuild(version, cuda, release.builds.get(cuda), how, release.source)
+
+
+def _bnb_has_library(f: Facts, cuda: str) -> bool:
+    """Whether the bitsandbytes in play ships a library for ``cuda`` (True without one)."""
+    raw = f.software.packages.get("bitsandbytes")
+    if raw is None:
+        return True
+    try:
+        row = builds.bnb_release(Version(raw))
+    except InvalidVersion:
+        return True
+    return row is None or builds.bnb_library_for(row, cuda) is not None
 
 
 def cc_text(cc: tuple[int, int]) -> str:

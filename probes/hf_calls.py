@@ -9,6 +9,7 @@ from packaging.version import InvalidVersion, Version
 
 from pytest_gpuinfer.probes.architectures import sdpa_backends
 from pytest_gpuinfer.probes.facts import Facts, UnknownFact
+from pytest_gpuinfer.probes.modes import MODE_INFO
 from pytest_gpuinfer.probes.report import GPUInfo, SoftwareStack
 
 # optimum's BetterTransformer refuses these (optimum 1.27 transformation.py) and
@@ -17,9 +18,47 @@ BETTERTRANSFORMER_REFUSED_MODEL_TYPES: frozenset[str] = frozenset(
     {"llama", "falcon", "whisper", "gpt_bigcode"}
 )
 
+FLASH_ATTN_MIN_CC = (8, 0)
+"""flash-attn 2 runs on Ampere or newer only (flash-attention README, #562)."""
+FLASH_ATTN_DTYPES = frozenset({"float16", "bfloat16"})
+"""flash-attn 2 takes fp16 and bf16 inputs only."""
+FLASH_ATTN_MIN_UNDER_TRANSFORMERS_5 = "2.3.3"
+"""transformers 5 treats older flash-attn as absent (utils/import_utils.py)."""
+SDPA_FLASH_SM75_UNTIL_TORCH = "2.2"
+"""Up to torch 2.1 SDPA's flash kernel covered sm75-sm90; later ones need sm80+ (sdp_utils.cpp)."""
+
 
 def native_sdpa(f: Facts) -> bool:
     return f.at_least("transformers", "4.36") and f.at_least("torch", "2.1.1")
+
+
+def flash_attn_usable(f: Facts) -> bool:
+    """flash-attn installed, new enough for this transformers, the GPU Ampere+, fp16 weights."""
+    if f.gpu is None or not f.has("flash-attn"):
+        return False
+    if MODE_INFO["fastpath"].weight_dtype not in FLASH_ATTN_DTYPES:
+        return False
+    if (
+        f.has("transformers")
+        and f.at_least("transformers", "5.0.0.dev0")
+        and not f.at_least("flash-attn", FLASH_ATTN_MIN_UNDER_TRANSFORMERS_5)
+    ):
+        return False
+    return f.cc >= FLASH_ATTN_MIN_CC
+
+
+def sdpa_kernels(f: Facts) -> tuple[str, ...]:
+    """The fused SDPA kernels this GPU qualifies for under the torch in play."""
+    if f.gpu is None:
+        return ("cpu",)
+    kernels = [b for b in sdpa_backends(f.cc) if b != "math"]
+    try:
+        old_torch = f.has("torch") and f.version("torch") < Version(SDPA_FLASH_SM75_UNTIL_TORCH)
+    except UnknownFact:
+        old_torch = False
+    if old_torch and "flash" not in kernels and (7, 5) <= f.cc <= (9, 0):
+        kernels.insert(0, "flash")
+    return tuple(kernels)
 
 
 def bettertransformer_usable(f: Facts) -> bool:
@@ -47,7 +86,7 @@ def plan_fastpath(
     """
     f = Facts(software=software, gpu=gpu)
     try:
-        kernels = tuple(b for b in sdpa_backends(f.cc) if b != "math") if gpu else ("cpu",)
+        kernels = sdpa_kernels(f)
     except UnknownFact:
         kernels = ()
     try:
@@ -56,14 +95,19 @@ def plan_fastpath(
         bettertransformer = False
     refused = model_type is not None and model_type in BETTERTRANSFORMER_REFUSED_MODEL_TYPES
     if bettertransformer and not refused:
-        return FastpathPlan(
-            "bettertransformer",
+        reason = (
             f"optimum {software.version('optimum')} BetterTransformer with "
-            f"transformers {software.version('transformers')} (< 4.49)",
-            kernels,
+            f"transformers {software.version('transformers')} (< 4.49)"
         )
+        if model_type is None:
+            refusals = ", ".join(sorted(BETTERTRANSFORMER_REFUSED_MODEL_TYPES))
+            reason += (
+                f" for the architectures optimum accepts; native SDPA for {refusals} "
+                "(optimum refuses them)"
+            )
+        return FastpathPlan("bettertransformer", reason, kernels)
     try:
-        flash_ok = gpu is not None and f.has("flash-attn") and f.cc >= (8, 0)
+        flash_ok = flash_attn_usable(f)
     except UnknownFact:
         flash_ok = False
     if flash_ok:

@@ -7,8 +7,12 @@ and a test fails when it is stale.
 from __future__ import annotations
 
 from pytest_gpuinfer.probes.architectures import SDPA_BACKENDS, TENSOR_CORE_PRECISIONS
+from pytest_gpuinfer.probes.builds import BNB_RELEASES, TORCH_RELEASES, targets_text
+from pytest_gpuinfer.probes.facts import Facts
+from pytest_gpuinfer.probes.modes import MODES
 from pytest_gpuinfer.probes.profiles import BUILTIN_PROFILES
-from pytest_gpuinfer.probes.report import MODES, SoftwareStack, Status
+from pytest_gpuinfer.probes.report import SoftwareStack, Status
+from pytest_gpuinfer.probes.rule import UNCONFIRMED
 from pytest_gpuinfer.probes.rules import RULES, judge
 
 # The stacks the profile grids are judged with, fixed so the page does not depend on the
@@ -28,11 +32,11 @@ REFERENCE_STACKS: dict[str, dict[str, str | None]] = {
         "bitsandbytes": "0.44.1",
         "optimum": "1.24.0",
     },
-    "seed (transformers 4.29, bitsandbytes 0.36.0)": {
+    "seed (transformers 4.29, bitsandbytes 0.36.0.post2)": {
         "torch": "2.0.1",
         "transformers": "4.29.2",
         "accelerate": "0.19.0",
-        "bitsandbytes": "0.36.0",
+        "bitsandbytes": "0.36.0.post2",
         "optimum": "1.8.6",
     },
 }
@@ -64,8 +68,8 @@ def _rules_table() -> list[str]:
 
 
 def _grid(packages: dict[str, str | None]) -> list[str]:
-    lines = ["| profile | GPU | cc | " + " | ".join(MODES) + " |"]
-    lines.append("|---" * (3 + len(MODES)) + "|")
+    lines = ["| profile | GPU | cc | torch build judged | " + " | ".join(MODES) + " |"]
+    lines.append("|---" * (4 + len(MODES)) + "|")
     for profile in BUILTIN_PROFILES.values():
         software = SoftwareStack(
             python="3.12",
@@ -73,17 +77,50 @@ def _grid(packages: dict[str, str | None]) -> list[str]:
             packages=dict(packages),
             assumed_torch_build=True,
         )
-        verdicts = judge(profile.gpus()[:1], software, simulated=True)
+        gpu = profile.gpus()[0]
+        verdicts = judge([gpu], software, simulated=True)
+        build = Facts(software, gpu, simulated=True).torch_build
+        judged = build.label.removeprefix("torch ") if build and build.cuda else "none"
         cc = f"{profile.compute_capability[0]}.{profile.compute_capability[1]}"
         cells = []
         for mode in MODES:
             verdict = verdicts[mode]
-            rules = sorted({f.rule_id for f in verdict.findings if f.status is verdict.status})
+            deciding = [f for f in verdict.findings if f.status is verdict.status]
+            rules = sorted({f.rule_id for f in deciding})
             cell = _CELL[verdict.status]
+            if any(f.message.startswith(UNCONFIRMED) for f in deciding):
+                cell += ", unconfirmed"
             if verdict.status is not Status.SUPPORTED:
                 cell += " (" + ", ".join(f"`{r}`" for r in rules) + ")"
             cells.append(cell)
-        lines.append(f"| {profile.name} | {profile.gpu_name} | {cc} | " + " | ".join(cells) + " |")
+        lines.append(
+            f"| {profile.name} | {profile.gpu_name} | {cc} | {judged} | " + " | ".join(cells) + " |"
+        )
+    return lines
+
+
+def _torch_builds_table() -> list[str]:
+    lines = ["| torch | CUDA build | targets | source |", "|---|---|---|---|"]
+    for release in TORCH_RELEASES:
+        for cuda, targets in release.builds.items():
+            source = _escape(release.source)
+            lines.append(f"| {release.release} | {cuda} | {targets_text(targets)} | {source} |")
+    return lines
+
+
+def _bnb_builds_table() -> list[str]:
+    lines = [
+        "| bitsandbytes from | CUDA libraries | targets | source |",
+        "|---|---|---|---|",
+    ]
+    for row in BNB_RELEASES:
+        libs = ", ".join(row.cuda_libs) if row.cuda_libs else "not tabulated"
+        if row.nearest_lib:
+            libs += " (nearest older library of the same major)"
+        targets = "; ".join(
+            f"{prefix or 'other'}: {targets_text(t)}" for prefix, t in row.targets.items()
+        )
+        lines.append(f"| {row.since} | {libs} | {targets} | {_escape(row.source)} |")
     return lines
 
 
@@ -95,8 +132,12 @@ def render_matrix() -> str:
         "     probes/rules.py and probes/profiles.py. Do not edit by hand. -->",
         "",
         "Each cell is the verdict `gpuinfer audit --profile NAME` gives for that GPU with the",
-        "stack named above the grid (a CUDA build of torch that drives the GPU is assumed).",
-        "Non-`yes` cells name the rules that decided them; the rules are listed below.",
+        "stack named above the grid. torch's CUDA build is the best *official* build of that",
+        "torch version for the GPU (native code first, then one bitsandbytes ships a library",
+        "for, then the newest CUDA), named in the 'torch build judged' column; 'none' means no",
+        "official build has code for the GPU. Non-`yes` cells name the rules that decided",
+        "them; 'unconfirmed' marks a case the sources do not settle. The rules, and the",
+        "build tables they read, are listed below.",
         "",
     ]
     for title, packages in REFERENCE_STACKS.items():
@@ -120,6 +161,23 @@ def render_matrix() -> str:
         "| SDPA kernel | first compute capability |",
         "|---|---|",
         *(f"| {b} | {c[0]}.{c[1]} |" for b, c in SDPA_BACKENDS.items()),
+        "",
+        "## Official torch builds",
+        "",
+        "What each official torch wheel compiles (`probes/builds.py`). `sm_XY` runs on X.Y",
+        "and later X.Z; PTX is compiled by the driver for newer GPUs. Versions newer than the",
+        "table are judged by its newest row, and say so.",
+        "",
+        *_torch_builds_table(),
+        "",
+        "## bitsandbytes binaries",
+        "",
+        "Which CUDA libraries each bitsandbytes release ships, and the GPUs each has code for.",
+        "Before 0.50 a missing library for torch's exact CUDA version silently loads the CPU",
+        "library. The 0.36.0 wheel ships only `*_nocublaslt` libraries (no LLM.int8 matmul);",
+        "0.36.0.post2 adds the cuBLASLt ones.",
+        "",
+        *_bnb_builds_table(),
         "",
     ]
     return "\n".join(out)

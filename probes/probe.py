@@ -24,10 +24,11 @@ def probe(
 
     Never raises for hardware or software trouble (unknown fields carry their reason);
     raises ``InputError`` for a bad profile or mode. ``verify`` runs bitsandbytes' int8
-    matmul in a child process (seconds; cached per versions and GPU).
+    matmul and reads ``torch.cuda.get_arch_list()`` in a child process (seconds; cached
+    per versions and GPU; later probes reuse the cached arch list).
     """
     from pytest_gpuinfer.probes.rules import judge
-    from pytest_gpuinfer.probes.software import probe_software, verify_bitsandbytes
+    from pytest_gpuinfer.probes.software import cached_arch_list, probe_software, verify_stack
 
     started = time.perf_counter()
     env = os.environ if environ is None else environ
@@ -53,7 +54,8 @@ def probe(
             # Judge the GPU, not this laptop's torch build: assume one that drives it.
             torch_cuda=simulated.torch_cuda,
             torch_hip=None,
-            assumed_torch_build=simulated.torch_cuda is None and packages.get("torch") is not None,
+            assumed_torch_build=simulated.assumes_cuda_torch and packages.get("torch") is not None,
+            torch_arch_list=None,
             bitsandbytes_native=NativeCheck(state="not-run", detail="simulated profile"),
         )
         report = Report(
@@ -71,8 +73,11 @@ def probe(
         if verify:
             device = "cuda" if nvml.gpus else "cpu"
             uuid = nvml.gpus[0].uuid if nvml.gpus else None
-            check = verify_bitsandbytes(software, device=device, device_id=uuid, environ=env)
-            software = replace(software, bitsandbytes_native=check)
+            check, arch_list = verify_stack(software, device=device, device_id=uuid, environ=env)
+            software = replace(software, bitsandbytes_native=check, torch_arch_list=arch_list)
+        elif nvml.gpus:
+            # What an earlier --verify read from the installed torch (a file read, no import).
+            software = replace(software, torch_arch_list=cached_arch_list(software, environ=env))
         report = Report(
             gpus=nvml.gpus,
             driver=nvml.driver,

@@ -16,7 +16,9 @@ machine's. Built-in profiles and user files (JSON or TOML) share one schema::
     bitsandbytes = "0.36.0"
 
 On the command line ``t4@bitsandbytes=0.36.0,transformers=4.30.0`` is shorthand for a
-built-in profile with software overrides.
+built-in profile with software overrides. Only the packages the rules read may be
+overridden (``OVERRIDABLE_PACKAGES``); torch's CUDA build rides on its version as the
+official wheels name it (``torch=2.6.0+cu118``, ``torch=2.6.0+cpu``).
 """
 
 from __future__ import annotations
@@ -52,6 +54,12 @@ class Profile:
     torch_cuda: str | None = None
     software: Mapping[str, str] = field(default_factory=dict)
     source: str = "built-in"
+
+    @property
+    def assumes_cuda_torch(self) -> bool:
+        """True when no CUDA build is named: the best official build of torch is assumed."""
+        torch = self.software.get("torch", "")
+        return self.torch_cuda is None and not torch.endswith("+cpu")
 
     def gpus(self) -> list[GPUInfo]:
         """The profile's GPUs; free memory is assumed equal to total (an idle card)."""
@@ -135,32 +143,88 @@ def _builtin_by_name(name: str) -> Profile | None:
     return BUILTIN_PROFILES.get(_ALIASES.get(key, key))
 
 
+OVERRIDABLE_PACKAGES: tuple[str, ...] = (
+    "accelerate",
+    "bitsandbytes",
+    "flash-attn",
+    "optimum",
+    "torch",
+    "transformers",
+)
+"""The packages whose versions the rules read, so the only ones a profile may override."""
+
+_ACCEPTED = f"accepted names: {', '.join(OVERRIDABLE_PACKAGES)}"
+
+
+def _package_name(raw: object, where: str) -> str:
+    name = re.sub(r"[-_.]+", "-", str(raw).strip()).lower()
+    if name == "torch-cuda":
+        raise InputError(
+            f"{where}: {str(raw).strip()!r} is not a package; name torch's CUDA build in its "
+            f"version (torch=2.6.0+cu126) or set torch_cuda in a profile file; {_ACCEPTED}"
+        )
+    if name not in OVERRIDABLE_PACKAGES:
+        raise InputError(f"{where}: unknown package {str(raw).strip()!r}; {_ACCEPTED}")
+    return name
+
+
 def _check_version(package: str, version: object, where: str) -> str:
     if not isinstance(version, str):
         raise InputError(
             f'{where}: version of {package!r} must be a string like "0.36.0", got {version!r}'
         )
     try:
-        Version(version)
+        parsed = Version(version)
     except InvalidVersion:
         raise InputError(
             f"{where}: version {version!r} of {package!r} is not a valid version (e.g. 0.36.0)"
         ) from None
+    local = parsed.local
+    if local is not None and (
+        package != "torch" or not (local == "cpu" or re.fullmatch(r"cu\d{3,}", local))
+    ):
+        raise InputError(
+            f"{where}: version {version!r} of {package!r} has a local label "
+            "(only torch takes one: +cpu or +cuXYZ, e.g. torch=2.6.0+cu118)"
+        )
     return version
 
 
 def _parse_overrides(text: str, where: str) -> dict[str, str]:
     overrides: dict[str, str] = {}
     for item in filter(None, (part.strip() for part in text.split(","))):
-        package, sep, version = item.partition("=")
-        if not sep or not package.strip():
+        raw, sep, version = item.partition("=")
+        if not sep or not raw.strip():
             raise InputError(
                 f"{where}: override {item!r} is not of the form PACKAGE=VERSION "
-                "(e.g. bitsandbytes=0.36.0)"
+                f"(e.g. bitsandbytes=0.36.0); {_ACCEPTED}"
             )
-        package = package.strip().lower()
+        package = _package_name(raw, where)
+        if package in overrides:
+            raise InputError(
+                f"{where}: {package!r} is given twice ({overrides[package]}, "
+                f"{version.strip()}); give each package once"
+            )
         overrides[package] = _check_version(package, version.strip().lstrip("="), where)
     return overrides
+
+
+def _torch_cuda_of(software: Mapping[str, str], torch_cuda: str | None, where: str) -> str | None:
+    """The CUDA build named by ``torch_cuda`` or a ``+cuXYZ`` torch override (they must agree)."""
+    from pytest_gpuinfer.probes.builds import cuda_from_local_label
+
+    labelled = cuda_from_local_label(software.get("torch", ""))
+    if labelled and torch_cuda and labelled != torch_cuda:
+        raise InputError(
+            f"{where}: torch_cuda {torch_cuda!r} disagrees with torch {software['torch']!r}; "
+            "name the CUDA build once"
+        )
+    if software.get("torch", "").endswith("+cpu") and torch_cuda:
+        raise InputError(
+            f"{where}: torch_cuda {torch_cuda!r} given with a CPU build of torch "
+            f"({software['torch']!r})"
+        )
+    return labelled or torch_cuda
 
 
 def profile_from_mapping(data: Mapping[str, Any], *, source: str) -> Profile:
@@ -239,8 +303,12 @@ def profile_from_mapping(data: Mapping[str, Any], *, source: str) -> Profile:
             f"profile {source}: 'software' must be a table of PACKAGE = \"VERSION\", "
             f"got {raw_software!r}"
         )
-    for package, version in raw_software.items():
-        software[str(package).lower()] = _check_version(str(package), version, f"profile {source}")
+    for raw_name, version in raw_software.items():
+        package = _package_name(raw_name, f"profile {source}")
+        software[package] = _check_version(package, version, f"profile {source}")
+    torch_cuda = _torch_cuda_of(
+        software, None if torch_cuda is None else str(torch_cuda), f"profile {source}"
+    )
     return Profile(
         name=name.strip(),
         gpu_name=gpu_name.strip(),
@@ -295,6 +363,12 @@ def load_profile(spec: str | Path) -> Profile:
             "or a .json/.toml profile file"
         )
     if overrides:
-        software = {**profile.software, **_parse_overrides(overrides, f"profile {text!r}")}
-        profile = replace(profile, software=software, name=text)
+        where = f"profile {text!r}"
+        software = {**profile.software, **_parse_overrides(overrides, where)}
+        torch_cuda = _torch_cuda_of(software, profile.torch_cuda, where)
+        profile = replace(profile, software=software, name=text, torch_cuda=torch_cuda)
+    elif "@" in text:
+        raise InputError(
+            f"profile {text!r}: nothing after '@'; expected PACKAGE=VERSION,...; {_ACCEPTED}"
+        )
     return profile

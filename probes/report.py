@@ -12,7 +12,7 @@ from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
-from pytest_gpuinfer.probes.modes import MODES as MODES
+from pytest_gpuinfer.probes.modes import MODES as MODES  # re-exported: contracts.md
 
 SCHEMA_VERSION = "1"
 
@@ -136,6 +136,9 @@ class SoftwareStack:
     """Package names whose versions come from a simulated profile, not this machine."""
     assumed_torch_build: bool = False
     """True when a simulated profile made us assume a CUDA torch build that drives its GPU."""
+    torch_arch_list: list[str] | None = None
+    """``torch.cuda.get_arch_list()`` of the installed build, read in a child process by
+    ``--verify`` (and reused from its cache); None when not read."""
     unknown: dict[str, str] = field(default_factory=dict)
 
     def version(self, package: str) -> str | None:

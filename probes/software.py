@@ -1,9 +1,10 @@
 """The software stack, read from installed metadata without importing heavy packages.
 
-The one check that needs the packages themselves, "does bitsandbytes' native library
-really run an int8 matmul", runs in a child process with a timeout and is cached on disk,
-keyed by the versions and the device, because importing torch and bitsandbytes costs
-seconds.
+The two checks that need the packages themselves, "does bitsandbytes' native library
+really run an int8 matmul" and "which GPU architectures does the installed torch build
+target" (``torch.cuda.get_arch_list()``), run in one child process with a timeout and are
+cached on disk, keyed by the versions and the device, because importing torch and
+bitsandbytes costs seconds and initialising CUDA in the caller breaks forked workers.
 """
 
 from __future__ import annotations
@@ -103,35 +104,45 @@ def probe_software() -> SoftwareStack:
 
 
 # Runs in a child process: it may initialise CUDA, which the caller must never do.
-_INT8_CHECK = r"""
+# argv: device ("cuda"/"cpu"), "1" to run the int8 matmul, "1" to read torch's arch list.
+_CHILD_CHECK = r"""
 import json, sys
-device = sys.argv[1]
-result = {"state": "failed", "detail": ""}
-try:
-    import torch
-    import bitsandbytes as bnb
-    torch.manual_seed(0)
-    dtype = torch.float16 if device == "cuda" else torch.float32
-    layer = bnb.nn.Linear8bitLt(64, 32, bias=False, has_fp16_weights=False, threshold=6.0)
-    reference = torch.nn.Linear(64, 32, bias=False)
-    layer.weight = bnb.nn.Int8Params(reference.weight.data.clone(), requires_grad=False,
-                                     has_fp16_weights=False)
-    layer = layer.to(device)
-    x = torch.randn(8, 64)
-    expected = reference(x)
-    with torch.no_grad():
-        got = layer(x.to(device=device, dtype=dtype)).float().cpu()
-    error = ((got - expected).abs().max() / expected.abs().max()).item()
-    if layer.weight.dtype != torch.int8:
-        result["detail"] = f"weight dtype is {layer.weight.dtype}, expected torch.int8"
-    elif not error < 0.05:
-        result["detail"] = f"int8 matmul relative error {error:.3g} exceeds 0.05"
-    else:
-        detail = f"int8 matmul on {device}, relative error {error:.2g}"
-        result = {"state": "passed", "detail": detail}
-except Exception as exc:  # the child reports any failure as data
-    line = (str(exc).strip().splitlines() or [""])[0][:300]
-    result["detail"] = f"{type(exc).__name__}: {line}"
+device, want_int8, want_arch = sys.argv[1], sys.argv[2] == "1", sys.argv[3] == "1"
+result = {"state": "failed", "detail": "", "arch_list": None}
+def first_line(exc):
+    return f"{type(exc).__name__}: {(str(exc).strip().splitlines() or [''])[0][:300]}"
+if want_arch:
+    try:
+        import torch
+        if torch.cuda.is_available():
+            result["arch_list"] = list(torch.cuda.get_arch_list())
+    except Exception as exc:  # the child reports any failure as data
+        result["arch_error"] = first_line(exc)
+if want_int8:
+    try:
+        import torch
+        import bitsandbytes as bnb
+        torch.manual_seed(0)
+        dtype = torch.float16 if device == "cuda" else torch.float32
+        layer = bnb.nn.Linear8bitLt(64, 32, bias=False, has_fp16_weights=False, threshold=6.0)
+        reference = torch.nn.Linear(64, 32, bias=False)
+        layer.weight = bnb.nn.Int8Params(reference.weight.data.clone(), requires_grad=False,
+                                         has_fp16_weights=False)
+        layer = layer.to(device)
+        x = torch.randn(8, 64)
+        expected = reference(x)
+        with torch.no_grad():
+            got = layer(x.to(device=device, dtype=dtype)).float().cpu()
+        error = ((got - expected).abs().max() / expected.abs().max()).item()
+        if layer.weight.dtype != torch.int8:
+            result["detail"] = f"weight dtype is {layer.weight.dtype}, expected torch.int8"
+        elif not error < 0.05:
+            result["detail"] = f"int8 matmul relative error {error:.3g} exceeds 0.05"
+        else:
+            result["state"] = "passed"
+            result["detail"] = f"int8 matmul on {device}, relative error {error:.2g}"
+    except Exception as exc:  # the child reports any failure as data
+        result["detail"] = first_line(exc)
 print("GPUINFER_RESULT " + json.dumps(result))
 """
 
@@ -155,7 +166,49 @@ def _cache_key(stack: SoftwareStack, device: str, device_id: str | None) -> str:
     return hashlib.sha256("|".join(parts).encode()).hexdigest()[:24]
 
 
-def verify_bitsandbytes(
+def _arch_cache_key(stack: SoftwareStack) -> str:
+    parts = [stack.python, stack.packages.get("torch") or "", stack.torch_cuda or "", "arch"]
+    return hashlib.sha256("|".join(parts).encode()).hexdigest()[:24]
+
+
+def _read_json(path: Path) -> dict[str, object] | None:
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+    return data if isinstance(data, dict) else None
+
+
+def _write_json(path: Path, payload: dict[str, object]) -> None:
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(json.dumps(payload), encoding="utf-8")
+    except OSError:
+        pass  # an unwritable cache costs a re-run next time, nothing more
+
+
+def _arch_list_from(data: dict[str, object] | None) -> list[str] | None:
+    value = data.get("arch_list") if data else None
+    if isinstance(value, list) and all(isinstance(v, str) for v in value):
+        return list(value)
+    return None
+
+
+def cached_arch_list(
+    stack: SoftwareStack, *, environ: Mapping[str, str] | None = None
+) -> list[str] | None:
+    """The installed torch's arch list as an earlier ``--verify`` read it; None if not cached.
+
+    A file read only: the audit without ``--verify`` stays free of torch imports.
+    """
+    if not stack.packages.get("torch") or stack.torch_cuda is None:
+        return None
+    env = os.environ if environ is None else environ
+    path = _cache_dir(env) / f"torch-{_arch_cache_key(stack)}.json"
+    return _arch_list_from(_read_json(path))
+
+
+def verify_stack(
     stack: SoftwareStack,
     *,
     device: str,
@@ -163,31 +216,64 @@ def verify_bitsandbytes(
     environ: Mapping[str, str] | None = None,
     use_cache: bool = True,
     timeout: float = VERIFY_TIMEOUT_SECONDS,
-) -> NativeCheck:
-    """Run one tiny int8 matmul through bitsandbytes in a child process.
+) -> tuple[NativeCheck, list[str] | None]:
+    """bitsandbytes' int8 matmul and, on a GPU, torch's arch list, from one child process.
 
-    ``device`` is "cuda" or "cpu"; ``device_id`` (a GPU UUID) keys the cache. Recent
-    bitsandbytes imports fine even when its native library failed to load, so only a
-    real matmul tells.
+    ``device`` is "cuda" or "cpu"; ``device_id`` (a GPU UUID) keys the int8 cache and
+    pins the child to that GPU. Recent bitsandbytes imports fine even when its native
+    library failed to load, so only a real matmul tells. The arch list is
+    ``torch.cuda.get_arch_list()`` of the installed build (None on a CPU or CPU-only torch).
     """
     env = dict(os.environ if environ is None else environ)
-    if not stack.packages.get("bitsandbytes"):
-        return NativeCheck(state="failed", detail="bitsandbytes is not installed", device=device)
-    cache_file = _cache_dir(env) / f"bnb-{_cache_key(stack, device, device_id)}.json"
-    if use_cache:
-        try:
-            cached = json.loads(cache_file.read_text(encoding="utf-8"))
-            return NativeCheck(
-                state=cached["state"], detail=cached["detail"], cached=True, device=device
+    want_int8 = bool(stack.packages.get("bitsandbytes"))
+    want_arch = device == "cuda" and bool(stack.packages.get("torch")) and bool(stack.torch_cuda)
+    int8_file = _cache_dir(env) / f"bnb-{_cache_key(stack, device, device_id)}.json"
+    arch_file = _cache_dir(env) / f"torch-{_arch_cache_key(stack)}.json"
+    check: NativeCheck | None = None
+    arch: list[str] | None = None
+    if use_cache and want_int8:
+        cached = _read_json(int8_file)
+        if (
+            cached
+            and isinstance(cached.get("state"), str)
+            and isinstance(cached.get("detail"), str)
+        ):
+            check = NativeCheck(
+                state=str(cached["state"]), detail=str(cached["detail"]), cached=True, device=device
             )
-        except (OSError, ValueError, KeyError, TypeError):
-            pass
+    if use_cache and want_arch:
+        arch = _arch_list_from(_read_json(arch_file))
+    run_int8 = want_int8 and check is None
+    run_arch = want_arch and arch is None
+    if run_int8 or run_arch:
+        ran, arch_read = _run_child(env, device, device_id, run_int8, run_arch, timeout)
+        if run_int8 and ran is not None:
+            check = ran
+            _write_json(int8_file, {"state": ran.state, "detail": ran.detail})
+        if run_arch and arch_read is not None:
+            arch = arch_read
+            _write_json(arch_file, {"arch_list": arch_read})
+    if not want_int8:
+        check = NativeCheck(state="failed", detail="bitsandbytes is not installed", device=device)
+    assert check is not None
+    return check, arch
+
+
+def _run_child(
+    env: dict[str, str],
+    device: str,
+    device_id: str | None,
+    want_int8: bool,
+    want_arch: bool,
+    timeout: float,
+) -> tuple[NativeCheck | None, list[str] | None]:
     if device_id and device == "cuda" and device_id.startswith(("GPU-", "MIG-")):
         env["CUDA_VISIBLE_DEVICES"] = device_id
+    flags = ["1" if want_int8 else "0", "1" if want_arch else "0"]
     started = time.perf_counter()
     try:
         completed = subprocess.run(
-            [sys.executable, "-c", _INT8_CHECK, device],
+            [sys.executable, "-c", _CHILD_CHECK, device, *flags],
             capture_output=True,
             text=True,
             timeout=timeout,
@@ -197,26 +283,45 @@ def verify_bitsandbytes(
     except subprocess.TimeoutExpired:
         return NativeCheck(
             state="failed", detail=f"int8 check timed out after {timeout:.0f} s", device=device
-        )
+        ), None
     except OSError as error:
-        return NativeCheck(state="failed", detail=f"cannot start Python: {error}", device=device)
+        return NativeCheck(
+            state="failed", detail=f"cannot start Python: {error}", device=device
+        ), None
     elapsed = time.perf_counter() - started
     marker = [ln for ln in completed.stdout.splitlines() if ln.startswith("GPUINFER_RESULT ")]
     if not marker:
         tail = (completed.stderr.strip().splitlines() or ["no output"])[-1][:300]
-        check = NativeCheck(
+        return NativeCheck(
             state="failed",
             detail=f"int8 check exited with code {completed.returncode}: {tail}",
             device=device,
-        )
-    else:
-        data = json.loads(marker[-1].removeprefix("GPUINFER_RESULT "))
-        detail = f"{data['detail']} ({elapsed:.1f} s)"
-        check = NativeCheck(state=data["state"], detail=detail, device=device)
-    try:
-        cache_file.parent.mkdir(parents=True, exist_ok=True)
-        payload = {"state": check.state, "detail": check.detail}
-        cache_file.write_text(json.dumps(payload), encoding="utf-8")
-    except OSError:
-        pass  # an unwritable cache costs a re-run next time, nothing more
+        ), None
+    data = json.loads(marker[-1].removeprefix("GPUINFER_RESULT "))
+    check = NativeCheck(
+        state=data["state"], detail=f"{data['detail']} ({elapsed:.1f} s)", device=device
+    )
+    return (check if want_int8 else None), _arch_list_from(data)
+
+
+def verify_bitsandbytes(
+    stack: SoftwareStack,
+    *,
+    device: str,
+    device_id: str | None = None,
+    environ: Mapping[str, str] | None = None,
+    use_cache: bool = True,
+    timeout: float = VERIFY_TIMEOUT_SECONDS,
+) -> NativeCheck:
+    """Run one tiny int8 matmul through bitsandbytes in a child process (see verify_stack)."""
+    if not stack.packages.get("bitsandbytes"):
+        return NativeCheck(state="failed", detail="bitsandbytes is not installed", device=device)
+    check, _ = verify_stack(
+        stack,
+        device=device,
+        device_id=device_id,
+        environ=environ,
+        use_cache=use_cache,
+        timeout=timeout,
+    )
     return check

@@ -93,3 +93,49 @@ def test_missing_profile_file() -> None:
 def test_bad_inline_override() -> None:
     with pytest.raises(InputError, match="override 'bitsandbytes' is not of the form"):
         load_profile("t4@bitsandbytes")
+
+
+ACCEPTED = "accepted names: accelerate, bitsandbytes, flash-attn, optimum, torch, transformers"
+
+
+@pytest.mark.parametrize(
+    ("spec", "message"),
+    [
+        ("t4@bitsandbyte=0.36.0", "unknown package 'bitsandbyte'; " + ACCEPTED),
+        ("t4@numpy=1.26.0", "unknown package 'numpy'; " + ACCEPTED),
+        ("t4@bitsandbytes=banana", "version 'banana' of 'bitsandbytes' is not a valid version"),
+        ("t4@bitsandbytes=0.36.0,bitsandbytes=0.37.0", "'bitsandbytes' is given twice"),
+        ("t4@bitsandbytes=0.36.0,BitsAndBytes=0.37.0", "'bitsandbytes' is given twice"),
+        ("t4@torch_cuda=12.8", "'torch_cuda' is not a package; name torch's CUDA build"),
+        ("t4@torch=2.6.0+git1234", "only torch takes one: +cpu or +cuXYZ"),
+        ("t4@transformers=4.48.3+cu118", "has a local label"),
+        ("t4@", "nothing after '@'"),
+    ],
+)
+def test_override_errors_name_the_value_and_the_accepted_names(spec: str, message: str) -> None:
+    with pytest.raises(InputError) as info:
+        load_profile(spec)
+    text = str(info.value)
+    assert message in text
+    assert "\n" not in text
+
+
+def test_torch_override_carries_its_cuda_build() -> None:
+    assert load_profile("p100@torch=2.8.0+cu128").torch_cuda == "12.8"
+    assert load_profile("p100@torch=2.8.0").torch_cuda is None
+    assert load_profile("p100@torch=2.8.0").assumes_cuda_torch
+    cpu = load_profile("p100@torch=2.8.0+cpu")
+    assert cpu.torch_cuda is None and not cpu.assumes_cuda_torch
+    assert load_profile("t4@flash_attn=2.3.3").software == {"flash-attn": "2.3.3"}
+
+
+def test_file_torch_cuda_must_agree_with_the_torch_label(tmp_path: Path) -> None:
+    path = tmp_path / "p.json"
+    path.write_text(
+        json.dumps({"base": "t4", "torch_cuda": "12.6", "software": {"torch": "2.6.0+cu118"}})
+    )
+    with pytest.raises(InputError, match=r"disagrees with torch '2\.6\.0\+cu118'"):
+        load_profile(path)
+    path.write_text(json.dumps({"base": "t4", "software": {"bitsandbyte": "0.36.0"}}))
+    with pytest.raises(InputError, match="unknown package 'bitsandbyte'"):
+        load_profile(path)

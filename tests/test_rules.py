@@ -10,6 +10,7 @@ from pytest_gpuinfer.probes.architectures import architecture_name
 from pytest_gpuinfer.probes.facts import Facts
 from pytest_gpuinfer.probes.hf_calls import dtype_keyword, int8_loading_api, plan_fastpath
 from pytest_gpuinfer.probes.report import DriverInfo, GPUInfo, NativeCheck, SoftwareStack, Status
+from pytest_gpuinfer.probes.rule import UNCONFIRMED
 from pytest_gpuinfer.probes.rules import RULES, judge
 
 CURRENT = {
@@ -62,49 +63,91 @@ class Case:
     packages: dict[str, str | None] = field(default_factory=dict)
     driver_cuda: str | None = "13.0"
     simulated: bool = False
+    arch_list: list[str] | None = None
 
 
 CPU = None
 DRIVER = DriverInfo(driver_version="580.65.06", cuda_driver_version="13.0")
+GTX1660 = "NVIDIA GeForce GTX 1660"
+OLD = {"transformers": "4.48.3"}
+
+
+def bnb(version: str, **more: str | None) -> dict[str, str | None]:
+    return {"bitsandbytes": version, **OLD, **more}
+
+
 CASES = [
     Case("torch-installed", True, packages={"torch": None}),
     Case("torch-installed", False),
     Case("transformers-installed", True, packages={"transformers": None}),
     Case("transformers-installed", False),
+    # transformers 5 disables torch < 2.6 (utils/import_utils.py)
+    Case("transformers5-needs-torch-2.6", True, torch_cuda="12.4", packages={"torch": "2.5.1"}),
+    Case("transformers5-needs-torch-2.6", False, torch_cuda="12.6", packages={"torch": "2.6.0"}),
+    Case(
+        "transformers5-needs-torch-2.6",
+        False,
+        torch_cuda="12.4",
+        packages={"torch": "2.5.1", "transformers": "4.57.0"},
+    ),
     Case("torch-cuda-build", True, torch_cuda=None),
     Case("torch-cuda-build", False, torch_cuda="12.6"),
+    # official builds (probes/builds.py): sm_37 last in cu118 of 2.7; cu128 lost sm_70 in 2.11
+    Case("torch-build-covers-gpu", True, cc=(3, 7), torch_cuda="12.6", packages={"torch": "2.7.0"}),
+    Case(
+        "torch-build-covers-gpu", False, cc=(3, 7), torch_cuda="11.8", packages={"torch": "2.7.0"}
+    ),
+    Case(
+        "torch-build-covers-gpu", True, cc=(7, 0), torch_cuda="12.8", packages={"torch": "2.11.0"}
+    ),
+    Case(
+        "torch-build-covers-gpu", False, cc=(7, 0), torch_cuda="12.8", packages={"torch": "2.10.0"}
+    ),
+    Case("torch-build-covers-gpu", True, cc=(6, 0), torch_cuda="12.8", packages={"torch": "2.8.0"}),
+    Case(
+        "torch-build-covers-gpu", False, cc=(6, 1), torch_cuda="12.6", packages={"torch": "2.8.0"}
+    ),
+    Case(
+        "torch-build-covers-gpu", True, cc=(10, 0), torch_cuda="12.6", packages={"torch": "2.6.0"}
+    ),
+    Case(
+        "torch-build-covers-gpu", False, cc=(10, 0), torch_cuda="12.8", packages={"torch": "2.7.0"}
+    ),
+    Case("torch-build-covers-gpu", True, cc=(9, 0), arch_list=["sm_80", "sm_86"]),
+    Case("torch-build-covers-gpu", False, cc=(8, 9), arch_list=["sm_80", "sm_86"]),
+    Case("torch-build-ptx-only", True, cc=(13, 0), torch_cuda="13.0"),
+    Case("torch-build-ptx-only", False, cc=(12, 0), torch_cuda="13.0"),
     Case("cuda-toolkit-covers-gpu", True, cc=(7, 0), torch_cuda="13.0"),
     Case("cuda-toolkit-covers-gpu", False, cc=(7, 5), torch_cuda="13.0"),
     Case("cuda-toolkit-covers-gpu", True, cc=(3, 7), torch_cuda="12.1"),
     Case("cuda-toolkit-covers-gpu", False, cc=(5, 0), torch_cuda="12.1"),
     Case("driver-covers-torch-cuda", True, torch_cuda="13.0", driver_cuda="12.8"),
     Case("driver-covers-torch-cuda", False, torch_cuda="12.8", driver_cuda="12.2"),
-    Case("fp16-tensor-cores", True, cc=(6, 1)),
-    Case("fp16-tensor-cores", False, cc=(7, 0)),
-    Case("fp16-tensor-cores", True, cc=(7, 5), name="NVIDIA GeForce GTX 1660"),
+    # fp16 arithmetic per chip: CUDA C++ Programming Guide throughput table
+    Case("half-gemm-needs-maxwell", True, cc=(3, 7)),
+    Case("half-gemm-needs-maxwell", False, cc=(5, 0)),
+    Case("fp16-arithmetic-rate", True, cc=(6, 1)),
+    Case("fp16-arithmetic-rate", True, cc=(5, 2)),
+    Case("fp16-arithmetic-rate", False, cc=(5, 3)),
+    Case("fp16-arithmetic-rate", False, cc=(6, 0)),
+    Case("fp16-arithmetic-rate", False, cc=(6, 2)),
+    Case("fp16-arithmetic-rate", False, cc=(7, 5), name=GTX1660),
     Case("bf16-needs-ampere", True, cc=(7, 5)),
     Case("bf16-needs-ampere", False, cc=(8, 0)),
     Case("fp16-on-cpu", True, cc=CPU),
     Case("bnb-installed", True, packages={"bitsandbytes": None}),
     Case("bnb-installed", False),
+    Case("seed-min-bitsandbytes", True, cc=(7, 5), packages={"bitsandbytes": "0.31.4"}),
+    Case("seed-min-bitsandbytes", False, cc=(7, 5), packages={"bitsandbytes": "0.31.5"}),
+    Case("transformers4-int8-needs-bnb-0.37.2", True, packages=bnb("0.37.1")),
+    Case("transformers4-int8-needs-bnb-0.37.2", False, packages=bnb("0.37.2")),
     Case(
-        "seed-min-bitsandbytes",
-        True,
-        cc=(7, 5),
-        packages={"bitsandbytes": "0.31.4", "transformers": "4.29.2"},
-    ),
-    Case(
-        "seed-min-bitsandbytes",
+        "transformers4-int8-needs-bnb-0.37.2",
         False,
-        cc=(7, 5),
-        packages={"bitsandbytes": "0.31.5", "transformers": "4.29.2"},
+        packages=bnb("0.37.1", transformers="4.43.0"),
     ),
-    Case(
-        "nf4-min-bitsandbytes", True, packages={"bitsandbytes": "0.38.1", "transformers": "4.30.0"}
-    ),
-    Case(
-        "nf4-min-bitsandbytes", False, packages={"bitsandbytes": "0.39.0", "transformers": "4.30.0"}
-    ),
+    Case("nf4-min-bitsandbytes", True, packages=bnb("0.38.1", transformers="4.30.0")),
+    Case("nf4-min-bitsandbytes", False, packages=bnb("0.39.0", transformers="4.30.0")),
     Case("seed-min-accelerate", True, packages={"accelerate": "0.11.0"}),
     Case("seed-min-accelerate", True, packages={"accelerate": None}),
     Case("seed-min-accelerate", False, packages={"accelerate": "0.12.0"}),
@@ -114,76 +157,63 @@ CASES = [
     Case("transformers-multibackend-cpu-bug", True, cc=CPU, packages={"transformers": "4.45.0"}),
     Case("transformers-multibackend-cpu-bug", False, cc=CPU, packages={"transformers": "4.51.0"}),
     Case("transformers-multibackend-cpu-bug", False, cc=CPU, packages={"transformers": "4.44.2"}),
+    # which CUDA libraries each bitsandbytes ships (build workflows per tag)
+    Case("bnb-library-for-cuda", True, torch_cuda="12.6", packages=bnb("0.44.1")),
+    Case("bnb-library-for-cuda", False, torch_cuda="12.6", packages=bnb("0.45.0")),
+    Case("bnb-library-for-cuda", True, torch_cuda="12.8", packages=bnb("0.45.2")),
+    Case("bnb-library-for-cuda", False, torch_cuda="12.8", packages=bnb("0.45.3")),
+    Case("bnb-library-for-cuda", True, torch_cuda="13.0", packages=bnb("0.47.0")),
+    Case("bnb-library-for-cuda", False, torch_cuda="13.0", packages=bnb("0.48.0")),
+    Case("bnb-library-for-cuda", True, torch_cuda="13.2", packages=bnb("0.49.2")),
+    Case("bnb-library-for-cuda", False, torch_cuda="12.9", packages={"bitsandbytes": "0.50.2"}),
+    Case("bnb-library-for-cuda", True, torch_cuda="12.1", packages=bnb("0.36.0")),
+    Case("bnb-library-for-cuda", False, torch_cuda="12.0", packages=bnb("0.36.0.post2")),
+    # which GPUs each library has code for
+    Case("bnb-library-covers-gpu", True, cc=(10, 0), torch_cuda="12.6", packages=bnb("0.45.2")),
+    Case("bnb-library-covers-gpu", False, cc=(10, 0), torch_cuda="12.8", packages=bnb("0.45.3")),
+    Case("bnb-library-covers-gpu", True, cc=(5, 2), torch_cuda="12.6", packages=bnb("0.48.0")),
+    Case("bnb-library-covers-gpu", False, cc=(5, 2), torch_cuda="12.6", packages=bnb("0.47.0")),
+    Case("bnb-library-covers-gpu", True, cc=(7, 0), torch_cuda="13.0"),
+    Case("bnb-library-covers-gpu", False, cc=(7, 0), torch_cuda="12.8"),
+    Case("bnb-library-covers-gpu", True, cc=(7, 0), torch_cuda="12.8", packages=bnb("0.46.1")),
+    Case("bnb-library-covers-gpu", False, cc=(7, 0), torch_cuda="12.8", packages=bnb("0.47.0")),
+    Case("bnb-library-covers-gpu", True, cc=(3, 7), torch_cuda="11.8", packages=bnb("0.40.0")),
+    Case("bnb-library-covers-gpu", False, cc=(3, 7), torch_cuda="11.8", packages=bnb("0.38.1")),
+    # LLM.int8's matmul by version and GPU
+    Case("bnb-0.36.0-no-cublaslt", True, cc=(7, 5), torch_cuda="11.8", packages=bnb("0.36.0")),
     Case(
-        "bnb-lt-0.37-needs-turing",
-        True,
-        cc=(7, 0),
-        torch_cuda="11.7",
-        packages={"bitsandbytes": "0.36.0", "transformers": "4.29.2"},
+        "bnb-0.36.0-no-cublaslt", False, cc=(7, 5), torch_cuda="11.8", packages=bnb("0.36.0.post2")
     ),
-    Case(
-        "bnb-lt-0.37-needs-turing",
-        False,
-        cc=(7, 5),
-        torch_cuda="11.7",
-        packages={"bitsandbytes": "0.36.0", "transformers": "4.29.2"},
-    ),
+    Case("bnb-lt-0.37-needs-turing", True, cc=(7, 0), torch_cuda="11.7", packages=bnb("0.36.0")),
+    Case("bnb-lt-0.37-needs-turing", False, cc=(7, 5), torch_cuda="11.7", packages=bnb("0.36.0")),
     Case(
         "bnb-lt-0.37-needs-turing",
         True,
         cc=(7, 5),
         name="NVIDIA GeForce GTX 1650",
         torch_cuda="11.7",
-        packages={"bitsandbytes": "0.36.0", "transformers": "4.29.2"},
+        packages=bnb("0.36.0.post2"),
     ),
-    Case("bnb-int8-without-tensor-cores", True, cc=(7, 0), torch_cuda="12.8"),
-    Case("bnb-int8-without-tensor-cores", False, cc=(7, 5)),
-    Case(
-        "bnb-int8-without-tensor-cores",
-        False,
-        cc=(7, 0),
-        torch_cuda="11.7",
-        packages={"bitsandbytes": "0.36.0", "transformers": "4.29.2"},
-    ),
-    Case(
-        "bnb-hopper-needs-0.45",
-        True,
-        cc=(9, 0),
-        torch_cuda="12.4",
-        packages={"bitsandbytes": "0.44.1", "transformers": "4.48.3"},
-    ),
-    Case(
-        "bnb-hopper-needs-0.45",
-        False,
-        cc=(9, 0),
-        torch_cuda="12.4",
-        packages={"bitsandbytes": "0.45.0", "transformers": "4.48.3"},
-    ),
-    Case(
-        "bnb-hopper-needs-0.45",
-        False,
-        cc=(8, 9),
-        torch_cuda="12.4",
-        packages={"bitsandbytes": "0.44.1", "transformers": "4.48.3"},
-    ),
-    Case("bnb-0.48-min-sm60", True, cc=(5, 2), torch_cuda="12.6"),
-    Case("bnb-0.48-min-sm60", False, cc=(6, 0), torch_cuda="12.6"),
-    Case("bnb-wheel-covers-gpu", True, cc=(7, 0), torch_cuda="13.0"),
-    Case("bnb-wheel-covers-gpu", False, cc=(7, 0), torch_cuda="12.8"),
-    Case("bnb-wheel-covers-gpu", True, cc=(10, 0), torch_cuda="12.6"),
-    Case("bnb-wheel-covers-gpu", False, cc=(9, 0), torch_cuda="12.6"),
-    Case(
-        "bnb-cpu-needs-0.47",
-        True,
-        cc=CPU,
-        packages={"bitsandbytes": "0.46.1", "transformers": "4.57.0"},
-    ),
-    Case(
-        "bnb-cpu-needs-0.47",
-        False,
-        cc=CPU,
-        packages={"bitsandbytes": "0.47.0", "transformers": "4.57.0"},
-    ),
+    Case("bnb-0.37-gtx16xx", True, cc=(7, 5), name=GTX1660, packages=bnb("0.37.2")),
+    Case("bnb-0.37-gtx16xx", False, cc=(7, 5), name=GTX1660, packages=bnb("0.38.0")),
+    Case("bnb-0.37-gtx16xx", False, cc=(7, 5), packages=bnb("0.37.2")),
+    Case("bnb-int8-16bit-fallback", True, cc=(7, 0), packages=bnb("0.44.1")),
+    Case("bnb-int8-16bit-fallback", False, cc=(7, 5), packages=bnb("0.44.1")),
+    Case("bnb-int8-16bit-fallback", True, cc=(7, 5), name=GTX1660, packages=bnb("0.38.0")),
+    Case("bnb-int8-16bit-fallback", False, cc=(7, 0), packages=bnb("0.45.0")),
+    Case("bnb-int8-16bit-fallback", False, cc=(7, 0), packages=bnb("0.36.0")),
+    Case("bnb-int8-cublaslt-without-tensor-cores", True, cc=(6, 0), packages=bnb("0.45.0")),
+    Case("bnb-int8-cublaslt-without-tensor-cores", True, cc=(7, 5), name=GTX1660),
+    Case("bnb-int8-cublaslt-without-tensor-cores", False, cc=(7, 5)),
+    Case("bnb-int8-cublaslt-without-tensor-cores", False, cc=(6, 0), packages=bnb("0.44.1")),
+    Case("bnb-hopper-needs-0.45", True, cc=(9, 0), torch_cuda="12.4", packages=bnb("0.44.1")),
+    Case("bnb-hopper-needs-0.45", False, cc=(9, 0), torch_cuda="12.4", packages=bnb("0.45.0")),
+    Case("bnb-hopper-needs-0.45", False, cc=(8, 9), torch_cuda="12.4", packages=bnb("0.44.1")),
+    Case("bnb-hopper-needs-0.45", False, cc=(10, 0), torch_cuda="12.4", packages=bnb("0.44.1")),
+    Case("bnb-cpu-needs-0.46", True, cc=CPU, packages=bnb("0.45.5", transformers="4.57.0")),
+    Case("bnb-cpu-needs-0.46", False, cc=CPU, packages=bnb("0.46.0", transformers="4.57.0")),
+    Case("bnb-cpu-int8-needs-torch-2.6", True, cc=CPU, packages={"torch": "2.5.1"}),
+    Case("bnb-cpu-int8-needs-torch-2.6", False, cc=CPU, packages={"torch": "2.6.0"}),
     Case("bnb-native-check", True, native="failed"),
     Case("bnb-native-check", False, native="passed"),
     Case("bnb-native-check", False, native="not-run"),
@@ -217,6 +247,7 @@ def _ids(case: Case) -> str:
 def test_rule_boundary(case: Case) -> None:
     (rule,) = [r for r in RULES if r.id == case.rule]
     software = stack(case.torch_cuda, case.native, **case.packages)
+    software.torch_arch_list = case.arch_list
     facts = Facts(
         software,
         gpu(case.cc, case.name) if case.cc is not None else None,
@@ -226,8 +257,9 @@ def test_rule_boundary(case: Case) -> None:
     finding = rule.evaluate(facts)
     if case.fires:
         assert finding is not None, f"{case.rule} should fire"
-        assert finding.status is rule.otherwise
-        assert finding.message.startswith(rule.requirement)
+        assert finding.status is rule.otherwise, finding.message
+        assert finding.message.startswith(rule.requirement if rule.confirmed else UNCONFIRMED)
+        assert rule.requirement in finding.message
         assert "; found " in finding.message
     else:
         assert finding is None, finding
@@ -257,13 +289,16 @@ def test_unknown_compute_capability_gives_unknown_with_reason() -> None:
     )
     # Even fp32 is unknown: whether torch's CUDA 13 build covers the GPU depends on its cc.
     assert verdicts["fp32"].status is Status.UNKNOWN
-    assert [f.rule_id for f in verdicts["fp32"].findings] == ["cuda-toolkit-covers-gpu"]
+    assert [f.rule_id for f in verdicts["fp32"].findings] == [
+        "torch-build-covers-gpu",
+        "cuda-toolkit-covers-gpu",
+    ]
 
 
 def test_skip_reason_names_requirement_and_what_was_found() -> None:
     verdicts = judge(
         [gpu((6, 0), "Tesla P100-PCIE-16GB")],
-        stack("11.7", bitsandbytes="0.36.0", transformers="4.29.2"),
+        stack("11.7", torch="2.0.1", bitsandbytes="0.36.0", transformers="4.29.2"),
         driver=DRIVER,
     )
     assert verdicts["int8"].status is Status.UNSUPPORTED
@@ -275,7 +310,7 @@ def test_skip_reason_names_requirement_and_what_was_found() -> None:
 
 
 def test_worst_gpu_decides_on_a_mixed_machine() -> None:
-    verdicts = judge([gpu((8, 0), "A100"), gpu((7, 0), "V100")], stack("12.8"), driver=DRIVER)
+    verdicts = judge([gpu((8, 0), "A100"), gpu((7, 0), "V100")], stack("12.6"), driver=DRIVER)
     assert verdicts["bf16"].status is Status.UNSUPPORTED
     assert "V100 (7.0)" in verdicts["bf16"].reason
     assert verdicts["fp16"].status is Status.SUPPORTED
@@ -315,7 +350,7 @@ def test_int8_loading_api(transformers: str, api: str) -> None:
 
 
 def test_int8_resolves_to_the_api_the_stack_accepts() -> None:
-    legacy = stack("11.7", transformers="4.29.2", bitsandbytes="0.38.0")
+    legacy = stack("11.7", torch="2.0.1", transformers="4.29.2", bitsandbytes="0.38.0")
     old = judge([gpu((7, 5))], legacy, driver=DRIVER)
     assert old["int8"].resolves_to == "from_pretrained(..., load_in_8bit=True)"
     new = judge([gpu((7, 5))], stack("12.8"), driver=DRIVER)

@@ -1,0 +1,326 @@
+"""Rule rows for bitsandbytes (int8 = LLM.int8, nf4 = 4-bit): floors, binaries, int8 paths."""
+
+from __future__ import annotations
+
+from packaging.version import Version
+
+from pytest_gpuinfer.probes import builds
+from pytest_gpuinfer.probes.facts import INT8_TENSOR_CORES_FROM, Facts, UnknownFact
+from pytest_gpuinfer.probes.report import Status
+from pytest_gpuinfer.probes.rule import QUANTIZED, Rule, always
+
+INT8 = frozenset({"int8"})
+NF4 = frozenset({"nf4"})
+
+TRANSFORMERS5_MIN_BNB = "0.46.1"
+TRANSFORMERS4_INT8_MIN_BNB = "0.37.2"
+NF4_MIN_BNB = "0.39.0"
+
+
+def _bnb(f: Facts) -> Version:
+    return f.version("bitsandbytes")
+
+
+def _in_range(f: Facts, low: str, high: str | None = None) -> bool:
+    """bitsandbytes installed, release >= low and < high (post releases count as theirs)."""
+    if not f.has("bitsandbytes"):
+        return False
+    release = _bnb(f).release
+    return release >= Version(low).release and (high is None or release < Version(high).release)
+
+
+def _row(f: Facts) -> builds.BnbRelease:
+    row = builds.bnb_release(_bnb(f))
+    if row is None:
+        raise UnknownFact(f"{f.pkg('bitsandbytes')} predates the binary table (0.36.0)")
+    return row
+
+
+def _cuda(f: Facts) -> str:
+    cuda = f.torch_cuda_text
+    if cuda is None:
+        raise UnknownFact("torch's CUDA build is not known")
+    return cuda
+
+
+def _library(f: Facts) -> str | None:
+    return builds.bnb_library_for(_row(f), _cuda(f))
+
+
+def _library_missing(f: Facts) -> str:
+    row = _row(f)
+    libs = ", ".join(row.cuda_libs or ())
+    fallback = "" if row.nearest_lib else "; before 0.50 it then silently loads its CPU library"
+    return (
+        f"{f.pkg('bitsandbytes')} ships CUDA libraries for {libs}, none for CUDA {_cuda(f)} "
+        f"({f.torch_label}){fallback}"
+    )
+
+
+def _library_covers(f: Facts) -> bool:
+    lib = _library(f)
+    if lib is None:
+        return True  # bnb-library-for-cuda reports it
+    row = _row(f)
+    if row.since == "0.39.0" and f.cc < (5, 0):
+        raise UnknownFact(
+            "the 0.39.0 changelog says Kepler binaries left the pip wheels, while the 0.39.x "
+            "wheels' fatbins reportedly still hold sm_37 code"
+        )
+    return builds.coverage(builds.bnb_targets_for(row, lib), f.cc) == "sass"
+
+
+def _library_targets(f: Facts) -> str:
+    lib = _library(f)
+    assert lib is not None
+    targets = builds.bnb_targets_for(_row(f), lib)
+    text = (
+        f"{f.pkg('bitsandbytes')}'s CUDA {lib} library targets "
+        f"{builds.targets_text(targets)}, nothing for {f.gpu_label}"
+    )
+    if f.cc >= (10, 0) and f.version("bitsandbytes").release < (0, 45, 3):
+        text += "; Blackwell libraries ship from bitsandbytes 0.45.3 (CUDA 12.8)"
+    return text
+
+
+BNB_RULES: tuple[Rule, ...] = (
+    Rule(
+        id="bnb-installed",
+        modes=QUANTIZED,
+        device="any",
+        requirement="int8 and nf4 need bitsandbytes",
+        otherwise=Status.UNSUPPORTED,
+        source="HF Efficient Inference on a Single GPU (v4.29)",
+        applies=always,
+        holds=lambda f: f.has("bitsandbytes"),
+        found=lambda f: "no bitsandbytes (pip install bitsandbytes)",
+    ),
+    Rule(
+        id="seed-min-bitsandbytes",
+        modes=INT8,
+        device="any",
+        requirement="LLM.int8 needs bitsandbytes >= 0.31.5",
+        otherwise=Status.UNSUPPORTED,
+        source="HF Efficient Inference on a Single GPU (v4.29)",
+        applies=lambda f: f.has("bitsandbytes"),
+        holds=lambda f: f.at_least("bitsandbytes", "0.31.5"),
+        found=lambda f: f.pkg("bitsandbytes"),
+    ),
+    Rule(
+        id="transformers4-int8-needs-bnb-0.37.2",
+        modes=INT8,
+        device="any",
+        requirement=f"transformers 4.44-4.57 load 8-bit only with bitsandbytes >= "
+        f"{TRANSFORMERS4_INT8_MIN_BNB} (ValueError otherwise)",
+        otherwise=Status.UNSUPPORTED,
+        source="transformers 4.48 quantizers/quantizer_bnb_8bit.py validate_environment; "
+        "REFERENCE §8",
+        applies=lambda f: (
+            f.has("bitsandbytes")
+            and f.has("transformers")
+            and Version("4.44") <= f.version("transformers") < Version("5.0.0.dev0")
+        ),
+        holds=lambda f: f.at_least("bitsandbytes", TRANSFORMERS4_INT8_MIN_BNB),
+        found=lambda f: f"{f.pkg('transformers')} with {f.pkg('bitsandbytes')}",
+    ),
+    Rule(
+        id="nf4-min-bitsandbytes",
+        modes=NF4,
+        device="any",
+        requirement=f"4-bit (nf4) needs bitsandbytes >= {NF4_MIN_BNB} and transformers >= 4.30",
+        otherwise=Status.UNSUPPORTED,
+        source="transformers 4.30 release notes (QLoRA / load_in_4bit); 4.48 "
+        "quantizer_bnb_4bit.py; bitsandbytes 0.39.0 changelog (4-bit matmul)",
+        applies=lambda f: f.has("bitsandbytes") and f.has("transformers"),
+        holds=lambda f: (
+            f.at_least("bitsandbytes", NF4_MIN_BNB) and f.at_least("transformers", "4.30")
+        ),
+        found=lambda f: f"{f.pkg('bitsandbytes')}, {f.pkg('transformers')}",
+    ),
+    Rule(
+        id="seed-min-accelerate",
+        modes=QUANTIZED,
+        device="any",
+        requirement="int8 and nf4 need accelerate >= 0.12.0 (device_map loading)",
+        otherwise=Status.UNSUPPORTED,
+        source="HF Efficient Inference on a Single GPU (v4.29); transformers v5 bnb quantizer",
+        applies=lambda f: f.has("transformers"),
+        holds=lambda f: f.has("accelerate") and f.at_least("accelerate", "0.12.0"),
+        found=lambda f: f.pkg("accelerate"),
+    ),
+    Rule(
+        id="transformers5-needs-bnb-0.46.1",
+        modes=QUANTIZED,
+        device="any",
+        requirement=f"transformers >= 5 needs bitsandbytes >= {TRANSFORMERS5_MIN_BNB}",
+        otherwise=Status.UNSUPPORTED,
+        source="transformers 5 utils/import_utils.py BITSANDBYTES_MIN_VERSION; "
+        "quantizers/quantizer_bnb_8bit.py",
+        applies=lambda f: (
+            f.has("bitsandbytes")
+            and f.has("transformers")
+            and f.at_least("transformers", "5.0.0.dev0")
+        ),
+        holds=lambda f: f.at_least("bitsandbytes", TRANSFORMERS5_MIN_BNB),
+        found=lambda f: f"{f.pkg('transformers')} with {f.pkg('bitsandbytes')}",
+    ),
+    Rule(
+        id="transformers-multibackend-cpu-bug",
+        modes=QUANTIZED,
+        device="cpu",
+        requirement="on a CPU-only machine transformers 4.45-4.50 cannot load bitsandbytes "
+        "models (its multi-backend check calls discard() on a frozenset)",
+        otherwise=Status.UNSUPPORTED,
+        source="transformers 4.45-4.50 integrations/bitsandbytes.py "
+        "_validate_bnb_multi_backend_availability, fixed in 4.51; seen with 4.48.3 + "
+        "bitsandbytes 0.50.2",
+        applies=lambda f: f.has("bitsandbytes") and f.has("transformers"),
+        holds=lambda f: not (Version("4.45") <= f.version("transformers") < Version("4.51")),
+        found=lambda f: f"{f.pkg('transformers')} with {f.pkg('bitsandbytes')} and no GPU",
+    ),
+    # --- which native library loads, and whether it has code for the GPU ---------------------
+    Rule(
+        id="bnb-library-for-cuda",
+        modes=QUANTIZED,
+        device="cuda",
+        requirement="bitsandbytes must ship a CUDA library for torch's CUDA version",
+        otherwise=Status.UNSUPPORTED,
+        source="bitsandbytes wheel contents and build workflows (probes/builds.py); "
+        "REFERENCE §8 (before 0.50 a missing library loads the CPU one)",
+        applies=lambda f: f.has("bitsandbytes") and f.torch_cuda_text is not None,
+        holds=lambda f: _library(f) is not None,
+        found=_library_missing,
+    ),
+    Rule(
+        id="bnb-library-covers-gpu",
+        modes=QUANTIZED,
+        device="cuda",
+        requirement="bitsandbytes' CUDA library must contain code for the GPU "
+        "(sm_37 last in 0.39.x; Blackwell from 0.45.3 with CUDA 12.8; Maxwell dropped in "
+        "0.48; CUDA 13 libraries start at sm_75)",
+        otherwise=Status.UNSUPPORTED,
+        source="bitsandbytes Makefile and .github/scripts/build-cuda.sh per tag "
+        "(probes/builds.py); 0.39.0 and 0.48.0 changelogs",
+        applies=lambda f: f.has("bitsandbytes") and f.torch_cuda_text is not None,
+        holds=_library_covers,
+        found=_library_targets,
+    ),
+    # --- LLM.int8's matmul, by version and GPU ------------------------------------------------
+    Rule(
+        id="bnb-0.36.0-no-cublaslt",
+        modes=INT8,
+        device="cuda",
+        requirement="int8 needs bitsandbytes' cuBLASLt library, which the bitsandbytes "
+        "0.36.0 wheel lacks (it ships only *_nocublaslt libraries; 0.36.0.post2 has them)",
+        otherwise=Status.UNSUPPORTED,
+        source="wheel contents of bitsandbytes 0.36.0 and 0.36.0.post2 (PyPI)",
+        applies=lambda f: f.has("bitsandbytes") and _bnb(f) == Version("0.36.0"),
+        holds=lambda f: False,
+        found=lambda f: f"{f.pkg('bitsandbytes')} on {f.gpu_label}",
+    ),
+    Rule(
+        id="bnb-lt-0.37-needs-turing",
+        modes=INT8,
+        device="cuda",
+        requirement="int8 with bitsandbytes < 0.37 needs compute capability >= "
+        f"{INT8_TENSOR_CORES_FROM} with int8 tensor cores (Turing or newer; not GTX 16xx)",
+        otherwise=Status.UNSUPPORTED,
+        source="HF Efficient Inference on a Single GPU (v4.29); bitsandbytes 0.37.0 changelog",
+        applies=lambda f: f.below("bitsandbytes", "0.37"),
+        holds=lambda f: f.has_int8_tensor_cores,
+        found=lambda f: f"{f.gpu_label} with {f.pkg('bitsandbytes')}",
+    ),
+    Rule(
+        id="bnb-0.37-gtx16xx",
+        modes=INT8,
+        device="cuda",
+        requirement="int8 on GTX 16xx (compute capability 7.5 without tensor cores) needs "
+        "bitsandbytes >= 0.38.0; 0.37 sends it down the cuBLASLt int8 path",
+        otherwise=Status.UNSUPPORTED,
+        source="bitsandbytes commit 5e456be5 'Support 1650, 1660' (first in 0.38.0)",
+        applies=lambda f: _in_range(f, "0.37.0", "0.38.0"),
+        holds=lambda f: not f.is_gtx16,
+        found=lambda f: f"{f.gpu_label} with {f.pkg('bitsandbytes')}",
+    ),
+    Rule(
+        id="bnb-int8-16bit-fallback",
+        modes=INT8,
+        device="cuda",
+        requirement=f"fast int8 needs int8 tensor cores (compute capability >= "
+        f"{INT8_TENSOR_CORES_FROM}, not GTX 16xx); bitsandbytes 0.37-0.44 casts the int8 "
+        "weights to 16-bit for the matmul without them",
+        otherwise=Status.DEGRADED,
+        source="bitsandbytes 0.37.0 changelog ('Int8 now supported on all GPUs'); "
+        "autograd/_functions.py supports_igemmlt (0.38-0.44)",
+        applies=lambda f: (
+            _in_range(f, "0.37.0", "0.45.0")
+            and not (f.is_gtx16 and _in_range(f, "0.37.0", "0.38.0"))
+        ),
+        holds=lambda f: f.has_int8_tensor_cores,
+        found=lambda f: f"{f.gpu_label} with {f.pkg('bitsandbytes')}",
+    ),
+    Rule(
+        id="bnb-int8-cublaslt-without-tensor-cores",
+        modes=INT8,
+        device="cuda",
+        requirement=f"bitsandbytes >= 0.45 runs every int8 matmul through cuBLASLt's int8 GEMM "
+        f"(no 16-bit fallback); without int8 tensor cores (compute capability < "
+        f"{INT8_TENSOR_CORES_FROM}, GTX 16xx) no source confirms it runs, or how fast",
+        otherwise=Status.DEGRADED,
+        source="bitsandbytes 0.45.0 autograd/_functions.py MatMul8bitLt (int8_linear_matmul "
+        "unconditionally); REFERENCE §8 open question",
+        applies=lambda f: _in_range(f, "0.45.0"),
+        holds=lambda f: f.has_int8_tensor_cores,
+        found=lambda f: f"{f.gpu_label} with {f.pkg('bitsandbytes')}",
+        confirmed=False,
+    ),
+    Rule(
+        id="bnb-hopper-needs-0.45",
+        modes=INT8,
+        device="cuda",
+        requirement="int8 on Hopper (compute capability 9.x) needs bitsandbytes >= 0.45.0 "
+        "('cublasLt ran into an error!' before)",
+        otherwise=Status.UNSUPPORTED,
+        source="bitsandbytes issue #538; 0.45.0 release notes",
+        applies=lambda f: f.has("bitsandbytes") and f.cc[0] == 9,
+        holds=lambda f: f.at_least("bitsandbytes", "0.45.0"),
+        found=lambda f: f"{f.gpu_label} with {f.pkg('bitsandbytes')}",
+    ),
+    # --- CPU backend --------------------------------------------------------------------------
+    Rule(
+        id="bnb-cpu-needs-0.46",
+        modes=QUANTIZED,
+        device="cpu",
+        requirement="int8 and nf4 on a CPU need bitsandbytes >= 0.46.0 (its CPU backend)",
+        otherwise=Status.UNSUPPORTED,
+        source="bitsandbytes 0.46.0 bitsandbytes/backends/cpu/ops.py; REFERENCE §8",
+        applies=lambda f: f.has("bitsandbytes"),
+        holds=lambda f: f.at_least("bitsandbytes", "0.46.0"),
+        found=lambda f: f"{f.pkg('bitsandbytes')} and no GPU",
+    ),
+    Rule(
+        id="bnb-cpu-int8-needs-torch-2.6",
+        modes=INT8,
+        device="cpu",
+        requirement="int8 on a CPU needs torch >= 2.6 (bitsandbytes' CPU int8 matmul is "
+        "torch._int_mm, registered only from torch 2.6)",
+        otherwise=Status.UNSUPPORTED,
+        source="bitsandbytes 0.46.0 bitsandbytes/backends/cpu/ops.py",
+        applies=lambda f: f.has("bitsandbytes") and f.has("torch"),
+        holds=lambda f: f.version("torch").release >= (2, 6),
+        found=lambda f: f"{f.pkg('torch')} and no GPU",
+    ),
+    Rule(
+        id="bnb-native-check",
+        modes=QUANTIZED,
+        device="any",
+        requirement="bitsandbytes' native library must run an int8 matmul",
+        otherwise=Status.UNSUPPORTED,
+        source="bitsandbytes >= 0.46 imports even when its library failed to load",
+        applies=lambda f: (
+            f.has("bitsandbytes") and f.software.bitsandbytes_native.state != "not-run"
+        ),
+        holds=lambda f: f.software.bitsandbytes_native.state == "passed",
+        found=lambda f: f.software.bitsandbytes_native.detail,
+    ),
+)
