@@ -159,3 +159,79 @@ def test_cache_releases_the_least_recently_used_model_when_gpu_memory_is_short(
         del blocker
         cache.clear()
         release_memory()
+
+
+def _visible_gpus() -> int:
+    import torch
+
+    return int(torch.cuda.device_count())
+
+
+def test_default_placement_is_one_gpu_and_auto_spreads(llama_dir: Path) -> None:
+    """load_model's default puts a model on the first visible GPU, on any host; "auto"
+    is transformers' own placement (every GPU on a multi-GPU host)."""
+    from pytest_gpuinfer.loading import load_model, release_memory
+
+    loaded = load_model(llama_dir, "fp16")
+    try:
+        assert loaded.devices == ("cuda:0",), loaded.devices
+    finally:
+        del loaded
+        release_memory()
+    if _visible_gpus() < 2:
+        return
+    spread = load_model(llama_dir, "fp16", device_map="auto")
+    try:
+        assert spread.device_map is not None
+        assert {"cuda:0", "cuda:1"} <= set(spread.devices), spread.devices
+    finally:
+        del spread
+        release_memory()
+
+
+def _write_tinyllama(directory: Path) -> Path:
+    """1.1B parameters shaped like TinyLlama (2.2 GB in fp16): its int8 load (1.2 GB)
+    needs both GPUs of the seed's max_memory={0: "1GB", 1: "2GB"}."""
+    from pytest_gpuinfer.tiny_models import write_tiny_model
+
+    sizes = {"vocab_size": 32000, "hidden_size": 2048, "intermediate_size": 5632}
+    sizes |= {"num_hidden_layers": 22, "num_attention_heads": 32, "num_key_value_heads": 4}
+    return write_tiny_model("llama", directory, dtype="float16", config_overrides=sizes)
+
+
+def test_seed_multi_gpu_int8_example(tmp_path: Path) -> None:
+    """The seed document's multi-GPU LLM.int8 load, placement and generation checked."""
+    if _visible_gpus() < 2:
+        pytest.skip("needs 2 visible GPUs (the seed's max_memory names GPU 0 and GPU 1)")
+    import torch
+
+    from pytest_gpuinfer.assertions import (
+        assert_device_map,
+        assert_generation_close,
+        assert_logits_close,
+    )
+    from pytest_gpuinfer.loading import load_model, release_memory
+
+    model_dir = _write_tinyllama(tmp_path / "tinyllama")
+    reference = load_model(model_dir, "fp16", device_map="cuda:0")
+    candidate = load_model(model_dir, "int8", device_map="auto", max_memory={0: "1GB", 1: "2GB"})
+    try:
+        assert candidate.device_map is not None
+        placed = set(candidate.device_map.values())
+        assert {"cuda:0", "cuda:1"} <= placed, placed
+        assert candidate.quantized_layers == 22 * 7
+        assert_device_map(candidate.model, candidate.device_map)
+        # A random model has no confident continuation to agree on: compare next-token
+        # distributions (log-probabilities) over a batch of token ids instead.
+        ids = torch.randint(0, 32000, (2, 64), generator=torch.Generator().manual_seed(0))
+        inputs = {"input_ids": ids, "attention_mask": torch.ones_like(ids)}
+        comparison = assert_logits_close(reference, candidate, inputs)
+        generations = assert_generation_close(
+            reference, candidate, ["hello world", "The quick brown fox"], max_new_tokens=8
+        )
+        record = {"placed": sorted(placed), "logits": vars(comparison)}
+        record["first_divergence"] = [g.first_divergence for g in generations]
+        print("GPUINFER_MULTI_GPU " + json.dumps(record, default=str))
+    finally:
+        del reference, candidate
+        release_memory()
