@@ -12,7 +12,7 @@ import json
 from pathlib import Path
 from typing import Any
 
-from pytest_gpuinfer.probes.report import MODES
+from pytest_gpuinfer.probes.modes import MODES
 
 EXIT_OK = 0
 EXIT_NOT_MEASURED = 1
@@ -26,7 +26,9 @@ def add_parser(sub: Any) -> argparse.ArgumentParser:
     bench: argparse.ArgumentParser = sub.add_parser(
         "bench", help="measure load, latency, memory and energy of each mode on this machine"
     )
-    bench.add_argument("--model", metavar="PATH", required=True, help="model directory or cached id")
+    bench.add_argument(
+        "--model", metavar="PATH", required=True, help="model directory or cached id"
+    )
     bench.add_argument(
         "--modes",
         metavar="LIST",

@@ -7,7 +7,8 @@ from dataclasses import asdict, dataclass, field
 from typing import Any
 
 from pytest_gpuinfer.probes.errors import InputError
-from pytest_gpuinfer.probes.report import MODES, parse_modes
+from pytest_gpuinfer.probes.modes import MODES
+from pytest_gpuinfer.probes.report import parse_modes
 
 DEFAULT_PROMPT_LEN = 256
 DEFAULT_NEW_TOKENS = 64

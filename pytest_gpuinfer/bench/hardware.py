@@ -184,7 +184,9 @@ class GpuWatch:
             extra = set(others) - set(self.baseline)
             if len(extra) > 1:
                 for pid in extra:
-                    self.foreign.setdefault(pid, ForeignProcess(pid, process_name(pid), listed[pid]))
+                    self.foreign.setdefault(
+                        pid, ForeignProcess(pid, process_name(pid), listed[pid])
+                    )
         else:
             for pid, used in others.items():
                 self.foreign.setdefault(pid, ForeignProcess(pid, process_name(pid), used))

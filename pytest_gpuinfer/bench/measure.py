@@ -9,6 +9,7 @@ the first token's logits, decode the rest, as optimum-benchmark reports them.
 from __future__ import annotations
 
 import gc
+import itertools
 import resource
 import sys
 import time
@@ -115,7 +116,7 @@ class _Clock:
 
     def mark(self) -> Any:
         if self.cuda:
-            event = self.torch.cuda.Event(enable_timing=True)
+            event = self.torch.cuda.Event(enable_timing=True)  # type: ignore[no-untyped-call]
             event.record()
             return event
         return time.perf_counter()
@@ -275,7 +276,7 @@ def _one_repetition(
         prefill_s=clock.seconds(start, first),
         decode_s=clock.seconds(first, end),
         generate_s=clock.seconds(start, end),
-        per_token_s=[clock.seconds(a, b) for a, b in zip(marks, marks[1:], strict=False)],
+        per_token_s=[clock.seconds(a, b) for a, b in itertools.pairwise(marks)],
     )
 
 

@@ -197,7 +197,9 @@ def _phase(
     latency: Latency, tokens: int, memory: dict[str, Any], kwh: float | None, reps: int
 ) -> dict[str, Any]:
     throughput = tokens / latency.mean if latency.mean > 0 else 0.0
-    energy = None if kwh is None else {"unit": "kWh", "cpu": None, "ram": None, "gpu": kwh, "total": kwh}
+    energy = (
+        None if kwh is None else {"unit": "kWh", "cpu": None, "ram": None, "gpu": kwh, "total": kwh}
+    )
     efficiency = None
     if kwh:
         efficiency = {"unit": "tokens/kWh", "value": tokens * reps / kwh}
@@ -274,7 +276,9 @@ def build_result(
     result.prefill_seconds = statistics.median(r.prefill_s for r in reps)
     result.end_to_end_seconds = statistics.median(r.generate_s for r in reps)
     if run.energy_mj is not None:
-        result.energy_joules_per_token = run.energy_mj / 1000 / (len(reps) * w.batch_size * w.new_tokens)
+        result.energy_joules_per_token = (
+            run.energy_mj / 1000 / (len(reps) * w.batch_size * w.new_tokens)
+        )
     elif run.energy_reason:
         result.notes.append(f"energy: {run.energy_reason}")
     _floor(result, shape, bandwidth_bytes_per_s, bandwidth_reason)
@@ -298,7 +302,9 @@ def _floor(
     w = result.workload
     kv = shape.kv_bytes(w.batch_size, w.prompt_len + w.new_tokens / 2)
     if kv is None:
-        result.notes.append("KV cache size unknown (config lacks layers/heads): floor is weights only")
+        result.notes.append(
+            "KV cache size unknown (config lacks layers/heads): floor is weights only"
+        )
         kv = 0.0
     result.floor_seconds_per_token = (shape.weights_bytes + kv) / bandwidth
     if result.decode_seconds_per_token:

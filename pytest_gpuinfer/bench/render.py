@@ -89,11 +89,12 @@ def bench_text(bench: BenchResult) -> str:
         f">= {c.repetitions.min_seconds:g} s per mode, each mode in its own process",
     ]
     if bench.bandwidth.value is not None:
-        lines.append(
-            f"peak memory bandwidth {bench.bandwidth.value / 1e9:,.0f} GB/s ({bench.bandwidth.source})"
-        )
+        gb_per_s = bench.bandwidth.value / 1e9
+        lines.append(f"peak memory bandwidth {gb_per_s:,.0f} GB/s ({bench.bandwidth.source})")
     lines.append("")
-    rows = [[get(r) for _, get in FIGURE_COLUMNS] for r in bench.results if r.status != "not-runnable"]
+    rows = [
+        [get(r) for _, get in FIGURE_COLUMNS] for r in bench.results if r.status != "not-runnable"
+    ]
     if rows:
         lines += _table([name for name, _ in FIGURE_COLUMNS], rows)
     compared = [r for r in bench.results if r.ratios]
@@ -101,7 +102,11 @@ def bench_text(bench: BenchResult) -> str:
         lines += ["", f"ratio to {bench.reference} (the reference, measured in this run)"]
         header = ["mode", "batch", *[name for name, _ in RATIO_COLUMNS]]
         ratio_rows = [
-            [r.mode, str(r.workload.batch_size), *[_ratio(r.ratios.get(key)) for _, key in RATIO_COLUMNS]]
+            [
+                r.mode,
+                str(r.workload.batch_size),
+                *[_ratio(r.ratios.get(key)) for _, key in RATIO_COLUMNS],
+            ]
             for r in compared
         ]
         lines += _table(header, ratio_rows)

@@ -22,8 +22,8 @@ def _quiet() -> None:
     try:
         from transformers.utils import logging as hf_logging
 
-        hf_logging.set_verbosity_error()
-        hf_logging.disable_progress_bar()
+        hf_logging.set_verbosity_error()  # type: ignore[no-untyped-call]
+        hf_logging.disable_progress_bar()  # type: ignore[no-untyped-call]
     except Exception:
         pass
 
@@ -93,7 +93,9 @@ def _measure(conn: Connection, payload: dict[str, Any]) -> None:
         conn.send(("failed", "failed", error.reason))
         return
     except Exception as error:
-        conn.send(("failed", "failed", f"load failed: {type(error).__name__}: {_first_line(error)}"))
+        conn.send(
+            ("failed", "failed", f"load failed: {type(error).__name__}: {_first_line(error)}")
+        )
         return
     seconds = time.perf_counter() - started
     allocated = int(torch.cuda.memory_allocated()) if cuda else None
