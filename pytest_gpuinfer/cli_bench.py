@@ -76,15 +76,15 @@ def _number(text: str, what: str) -> float:
         raise InputError(f"{what} {text!r}: expected a number") from None
 
 
-def _integer(text: str, what: str, minimum: int) -> int:
+def _integer(text: str, what: str, minimum: int, why: str = "") -> int:
     from pytest_gpuinfer.bench.config import check_count
     from pytest_gpuinfer.probes.errors import InputError
 
     try:
         value = int(text)
     except ValueError:
-        raise InputError(f"{what} {text!r}: expected an integer >= {minimum}") from None
-    return check_count(value, what, minimum=minimum)
+        raise InputError(f"{what} {text!r}: expected an integer >= {minimum}{why}") from None
+    return check_count(value, what, minimum=minimum, why=why)
 
 
 def config_from_args(args: argparse.Namespace) -> Any:
@@ -99,10 +99,10 @@ def config_from_args(args: argparse.Namespace) -> Any:
         modes=parse_modes(args.modes, what="mode in --modes"),
         batch_sizes=parse_counts(args.batch_size, "batch size"),
         prompt_len=_integer(args.prompt_len, "prompt length", 1),
-        new_tokens=_integer(args.new_tokens, "new tokens", 2),
+        new_tokens=_integer(args.new_tokens, "new tokens", 2, " (decode needs a 2nd token)"),
         repetitions=Repetitions(
             warmup=_integer(args.warmup, "warm-up runs", 0),
-            min_count=_integer(args.min_repetitions, "repetitions", 2),
+            min_count=_integer(args.min_repetitions, "repetitions", 2, " (a spread needs two)"),
             min_seconds=_number(args.min_seconds, "minimum seconds"),
             max_spread=_number(args.max_spread, "max spread"),
         ),

@@ -31,8 +31,15 @@ def check_writable(target: Path, what: str) -> None:
         raise InputError(f"{what} {str(target)!r} is a directory: expected a file path")
     if not folder.is_dir():
         raise InputError(f"{what} {str(target)!r}: folder {str(folder)!r} does not exist")
-    if not os.access(folder, os.W_OK) or (target.exists() and not os.access(target, os.W_OK)):
-        raise InputError(f"{what} {str(target)!r} is not writable")
+    existed = target.exists()
+    try:
+        with open(target, "ab"):
+            pass
+    except OSError as error:
+        reason = error.strerror or type(error).__name__
+        raise InputError(f"{what} {str(target)!r} is not writable ({reason})") from None
+    if not existed:
+        target.unlink()
 
 
 def write_chart(bench: BenchResult, path: str | os.PathLike[str]) -> Path:

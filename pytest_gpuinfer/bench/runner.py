@@ -266,10 +266,18 @@ def _follow(
             _, index, rep, count, elapsed = message
             state.partial.setdefault(index, []).append(Repetition(**rep))
             steps = config.new_tokens - 1
-            progress.tick(
+            text = (
                 f"{tag} b{config.batch_sizes[index]}: repetition {count}, {elapsed:.1f} s, "
                 f"decode {rep['decode_s'] / steps * 1000:.2f} ms/token"
             )
+            if count == 1:
+                policy = config.repetitions
+                progress.phase(
+                    f"{text} (repeating until >= {policy.min_count} and >= "
+                    f"{policy.min_seconds:g} s)"
+                )
+            else:
+                progress.tick(text)
         elif kind == "workload":
             run = WorkloadRun.from_dict(message[2])
             state.runs[message[1]] = run
