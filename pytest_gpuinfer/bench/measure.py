@@ -232,7 +232,13 @@ def run_workload(
             if time_split:
                 from pytest_gpuinfer.bench.split import gpu_busy_split
 
-                run.time_split = gpu_busy_split(model, inputs, kwargs, device, workload)
+                try:
+                    run.time_split = gpu_busy_split(model, inputs, kwargs, device, workload)
+                except Exception as error:  # the split is extra: never lose the figures
+                    if _is_oom(error):
+                        raise
+                    reason = f"profiling failed: {type(error).__name__}: {_first_line(error)}"
+                    run.time_split = {"available": False, "reason": reason}
     except Exception as error:
         if not _is_oom(error):
             raise
