@@ -47,7 +47,9 @@ def _model(args: argparse.Namespace, scratch: Path) -> str:
     if args.tiny:
         return str(trained_model_path())
     started = time.perf_counter()
-    path = write_tiny_model("llama", scratch / "llama-1.1b", dtype="float16", config_overrides=LLAMA_1B)
+    path = write_tiny_model(
+        "llama", scratch / "llama-1.1b", dtype="float16", config_overrides=LLAMA_1B
+    )
     print(f"wrote the 1.1B model in {time.perf_counter() - started:.1f} s", file=sys.stderr)
     return str(path)
 
@@ -73,8 +75,8 @@ def overhead_check(model_path: str, args: argparse.Namespace) -> dict[str, Any]:
 
     def timed(call_kwargs: dict[str, Any]) -> float:
         if cuda:
-            start = torch.cuda.Event(enable_timing=True)
-            end = torch.cuda.Event(enable_timing=True)
+            start = torch.cuda.Event(enable_timing=True)  # type: ignore[no-untyped-call]
+            end = torch.cuda.Event(enable_timing=True)  # type: ignore[no-untyped-call]
             torch.cuda.synchronize()
             start.record()
             model.generate(**inputs, **call_kwargs)
@@ -106,7 +108,7 @@ def overhead_check(model_path: str, args: argparse.Namespace) -> dict[str, Any]:
         "timer": "CUDA events" if cuda else "perf_counter",
         "tool_decode_seconds_per_token": tool_median,
         "hand_decode_seconds_per_token": hand,
-        "hand_method": "(median generate(N) - median generate(1)) / (N - 1), events around each call",
+        "hand_method": "(median generate(N) - median generate(1)) / (N - 1), events around calls",
         "ratio": tool_median / hand,
         "within_2_percent": abs(tool_median / hand - 1) <= 0.02,
         "repetitions_each": len(tool),
@@ -130,7 +132,8 @@ def _short_table(data: dict[str, Any], overhead: dict[str, Any] | None) -> str:
         rows.append(
             f"{r['mode']:<9} {r['batch_size']:<6} {r['status']:<10} "
             f"{n(f['decode_seconds_per_token'], 1000):>13} {n(s.get('cv'), 100, 1):>5} "
-            f"{n(s.get('iqr_over_median'), 100, 1):>6} {n(f['decode_tokens_per_second'], 1, 1):>7}  "
+            f"{n(s.get('iqr_over_median'), 100, 1):>6} "
+            f"{n(f['decode_tokens_per_second'], 1, 1):>7}  "
             f"{n(f['prefill_seconds'], 1000):>10}  {n(peak, 1 / 2**30):>8}  "
             f"{n(f['mbu'], 100, 1):>5}  {n(busy, 100, 1):>10}  "
             f"{n(r['ratios'].get('decode_seconds_per_token')):>13}"

@@ -93,6 +93,7 @@ def test_floor_and_mbu_follow_weights_kv_and_bandwidth() -> None:
     assert result.floor_seconds_per_token == pytest.approx((2e9 + kv) / 2e12)
     assert result.decode_seconds_per_token == pytest.approx(0.010)
     assert result.decode_tokens_per_second == pytest.approx(200.0)
+    assert result.floor_seconds_per_token is not None
     assert result.mbu == pytest.approx(result.floor_seconds_per_token / 0.010)
     assert result.energy_joules_per_token == pytest.approx(0.5)
     assert not result.spread_too_wide

@@ -63,7 +63,7 @@ def test_fixture_measures_asserts_budgets_and_stamps_junit(pytester: pytest.Pyte
     )
     tree = ET.parse(pytester.path / "junit.xml")
     properties = {
-        p.get("name"): p.get("value")
+        str(p.get("name")): str(p.get("value"))
         for case in tree.iter("testcase")
         if case.get("name") == "test_bf16_budget"
         for p in case.iter("property")
