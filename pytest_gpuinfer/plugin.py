@@ -115,11 +115,11 @@ def _configure_worker(config: pytest.Config, workerinput: dict[str, Any]) -> Gpu
 def _register_fixture_module(config: pytest.Config) -> None:
     import importlib.util
 
-    name = "pytest_gpuinfer.fixtures"
-    if config.pluginmanager.has_plugin(name) or config.pluginmanager.is_blocked(name):
-        return
-    if importlib.util.find_spec(name) is not None:
-        config.pluginmanager.import_plugin(name)
+    for name in ("pytest_gpuinfer.fixtures", "pytest_gpuinfer.bench.fixture"):
+        if config.pluginmanager.has_plugin(name) or config.pluginmanager.is_blocked(name):
+            continue
+        if importlib.util.find_spec(name) is not None:
+            config.pluginmanager.import_plugin(name)
 
 
 def _local_worker_count(config: pytest.Config) -> int:
@@ -412,4 +412,10 @@ def load_model() -> None:
 @pytest.fixture
 def gpuinfer_model() -> None:
     """The --gpuinfer-model model in the current mode (see pytest_gpuinfer.fixtures)."""
+    pytest.skip(NOT_ENABLED)
+
+
+@pytest.fixture
+def gpuinfer_bench() -> None:
+    """Measures a loaded model as `gpuinfer bench` does (see pytest_gpuinfer.bench.fixture)."""
     pytest.skip(NOT_ENABLED)

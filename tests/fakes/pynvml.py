@@ -27,6 +27,12 @@ Spec (every key optional)::
       }]
     }
 
+For ``gpuinfer bench`` a GPU may also carry ``"max_mem_clock_mhz"`` (default 2619),
+``"bus_width"`` (bits, default 5120), ``"energy_mj"`` (the energy counter's start,
+default 1e6; each read adds ``"energy_step_mj"``, default 5000) and ``"processes"``
+(``[{"pid": 123, "used": bytes}]``, the compute processes on it; default none); their
+failure keys are "clock", "bus_width", "energy" and "processes".
+
 A failure is the suffix of an NVMLError class ("NotSupported", "GpuIsLost",
 "FunctionNotFound", ...) or the name of a builtin exception ("TypeError",
 "RuntimeError") to exercise a caller's last-resort net. A GPU's "*" applies to every
@@ -364,3 +370,47 @@ def nvmlDeviceGetMigDeviceHandleByIndex(handle: _Handle, index: int) -> _Handle:
     if not 0 <= index < len(gpu.get("mig_devices", [])):
         raise NVMLError_NotFound()
     return _Handle(handle.gpu, index)
+
+
+# -- what gpuinfer bench reads ---------------------------------------------------------------
+
+NVML_CLOCK_MEM = 2
+
+
+class c_nvmlProcessInfo_t:
+    def __init__(self, pid: int, used: int | None) -> None:
+        self.pid, self.usedGpuMemory = pid, used
+
+
+def nvmlDeviceGetMaxClockInfo(handle: _Handle, clock_type: int) -> int:
+    _call("nvmlDeviceGetMaxClockInfo")
+    gpu = _gpu(handle, "clock")
+    if clock_type != NVML_CLOCK_MEM:
+        raise NVMLError_NotSupported()
+    return int(gpu.get("max_mem_clock_mhz", 2619))
+
+
+def nvmlDeviceGetMemoryBusWidth(handle: _Handle) -> int:
+    _call("nvmlDeviceGetMemoryBusWidth")
+    return int(_gpu(handle, "bus_width").get("bus_width", 5120))
+
+
+def nvmlDeviceGetTotalEnergyConsumption(handle: _Handle) -> int:
+    _call("nvmlDeviceGetTotalEnergyConsumption")
+    gpu = _gpu(handle, "energy")
+    key = f"energy-{handle.gpu}"
+    value = _state.get(key, float(gpu.get("energy_mj", 1_000_000)))
+    _state[key] = value + float(gpu.get("energy_step_mj", 5000))
+    return int(value)
+
+
+def nvmlDeviceGetComputeRunningProcesses(handle: _Handle) -> list[c_nvmlProcessInfo_t]:
+    _call("nvmlDeviceGetComputeRunningProcesses")
+    gpu = _gpu(handle, "processes")
+    return [c_nvmlProcessInfo_t(int(p["pid"]), p.get("used")) for p in gpu.get("processes", [])]
+
+
+def nvmlDeviceGetGraphicsRunningProcesses(handle: _Handle) -> list[c_nvmlProcessInfo_t]:
+    _call("nvmlDeviceGetGraphicsRunningProcesses")
+    _gpu(handle, "processes")
+    return []

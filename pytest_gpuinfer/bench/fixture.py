@@ -1,0 +1,167 @@
+"""The ``gpuinfer_bench`` fixture: measure a loaded model as ``gpuinfer bench`` does.
+
+It runs in the test's process (the model is already loaded there), with the same
+warm-up, repetition policy, per-token clock and record as the CLI's children, and
+stamps the figures into the JUnit XML properties and, when the test uses pytest-
+benchmark's ``benchmark`` fixture, into its ``extra_info``.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any, Protocol
+
+import pytest
+
+from pytest_gpuinfer.bench.record import FIGURES, ModeResult
+
+if TYPE_CHECKING:
+    from pytest_gpuinfer.loading import LoadedModel
+    from pytest_gpuinfer.probes.report import Report
+
+
+class BenchLoaded(Protocol):
+    """The callable the ``gpuinfer_bench`` fixture returns."""
+
+    def __call__(
+        self,
+        loaded: LoadedModel,
+        *,
+        batch_size: int = 1,
+        prompt_len: int = 32,
+        new_tokens: int = 16,
+        warmup: int = 1,
+        min_repetitions: int = 5,
+        min_seconds: float = 1.0,
+        max_spread: float = 0.05,
+        reference: ModeResult | None = None,
+        check: bool = True,
+    ) -> ModeResult: ...
+
+
+def stamp(result: ModeResult, sink: Callable[[str, object], None]) -> None:
+    """Hand every figure (and ratio to the reference) to ``sink(name, value)``."""
+    prefix = f"gpuinfer_bench.{result.mode}.b{result.workload.batch_size}"
+    sink(f"{prefix}.status", result.status)
+    for name in FIGURES:
+        value = result.figure(name)
+        if value is not None:
+            sink(f"{prefix}.{name}", value)
+        ratio = result.ratios.get(name)
+        if ratio is not None:
+            sink(f"{prefix}.{name}_ratio", ratio)
+
+
+def measure_loaded(
+    loaded: LoadedModel,
+    report: Report | None,
+    *,
+    workload: Any,
+    policy: Any,
+    time_split: bool = False,
+) -> ModeResult:
+    """Measure ``loaded`` in this process; the record ``gpuinfer bench`` would give."""
+    from pytest_gpuinfer.bench.hardware import (
+        device_handle,
+        energy_millijoules,
+        gpu_processes,
+        memory_bandwidth,
+        nvml_session,
+    )
+    from pytest_gpuinfer.bench.measure import model_shape, run_workload
+    from pytest_gpuinfer.bench.record import LoadFigures, build_result
+    from pytest_gpuinfer.bench.runner import _profile_bandwidth
+
+    on_gpu = str(loaded.model.device).startswith("cuda")
+    gpu = report.gpus[0] if report is not None and report.gpus else None
+    with nvml_session() as (nvml, _why):
+        handle = device_handle(nvml, gpu.index)[0] if nvml is not None and gpu and on_gpu else None
+        bandwidth = memory_bandwidth(
+            nvml, handle, _profile_bandwidth(report) if report and on_gpu else None
+        )
+        energy = (lambda: energy_millijoules(nvml, handle)) if handle is not None else None
+        run = run_workload(
+            loaded.model, loaded.mode, workload, policy, energy=energy, time_split=time_split
+        )
+        process = None
+        if nvml is not None and handle is not None:
+            process = gpu_processes(nvml, handle).get(os.getpid())
+    load = LoadFigures(loaded.load_seconds, loaded.footprint_bytes, loaded.applied)
+    result = build_result(
+        loaded.mode,
+        run,
+        load,
+        model_shape(loaded.model, loaded.footprint_bytes),
+        bandwidth_bytes_per_s=bandwidth.value,
+        bandwidth_reason=bandwidth.reason,
+        max_spread=policy.max_spread,
+        peak_process_bytes=process,
+        process_id=os.getpid(),
+    )
+    if process is not None:
+        result.notes.append("NVML process memory sampled once, after the run (in-process)")
+    return result
+
+
+@pytest.fixture
+def gpuinfer_bench(
+    request: pytest.FixtureRequest,
+    record_property: Callable[[str, object], None],
+    gpu_report: Report,
+) -> BenchLoaded:
+    """Factory: ``gpuinfer_bench(loaded, *, batch_size=1, prompt_len=32, new_tokens=16,
+    warmup=1, min_repetitions=5, min_seconds=1.0, max_spread=0.05, reference=None,
+    check=True) -> ModeResult``.
+
+    ``reference`` (an earlier result at the same workload) fills ``result.ratios``. A
+    run that is not "measured" (out of memory) fails the test unless ``check=False``.
+    """
+    report = gpu_report
+
+    def sink(name: str, value: object) -> None:
+        record_property(name, value)
+        if "benchmark" in request.fixturenames:
+            extra = getattr(request.getfixturevalue("benchmark"), "extra_info", None)
+            if isinstance(extra, dict):
+                extra[name] = value
+
+    def bench(
+        loaded: LoadedModel,
+        *,
+        batch_size: int = 1,
+        prompt_len: int = 32,
+        new_tokens: int = 16,
+        warmup: int = 1,
+        min_repetitions: int = 5,
+        min_seconds: float = 1.0,
+        max_spread: float = 0.05,
+        reference: ModeResult | None = None,
+        check: bool = True,
+    ) -> ModeResult:
+        __tracebackhide__ = True
+        from pytest_gpuinfer.bench.config import Repetitions, Workload
+        from pytest_gpuinfer.probes.errors import InputError
+
+        try:
+            workload = Workload(batch_size, prompt_len, new_tokens)
+            policy = Repetitions(warmup, min_repetitions, min_seconds, max_spread)
+        except InputError as error:
+            pytest.fail(f"gpuinfer_bench: {error}", pytrace=False)
+        if reference is not None and reference.workload != workload:
+            pytest.fail(
+                f"gpuinfer_bench: reference {reference.label} ran another workload "
+                f"({reference.workload}); measure both with the same one",
+                pytrace=False,
+            )
+        result = measure_loaded(loaded, report, workload=workload, policy=policy)
+        if reference is not None and reference.ok:
+            result.compare_to(reference)
+        stamp(result, sink)
+        if check and not result.ok:
+            pytest.fail(
+                f"gpuinfer_bench: {result.label}: {result.status}: {result.reason}", pytrace=False
+            )
+        return result
+
+    return bench

@@ -1,0 +1,48 @@
+"""The progress display on stderr while a benchmark runs (it takes minutes on a big model)."""
+
+from __future__ import annotations
+
+import sys
+import time
+from typing import TextIO
+
+
+class Progress:
+    """One status line, rewritten in place on a terminal; on a pipe, one line per phase
+    (repetitions are summarised, not listed)."""
+
+    def __init__(self, stream: TextIO | None = None, *, enabled: bool = True) -> None:
+        self.stream = stream if stream is not None else sys.stderr
+        self.enabled = enabled
+        self.tty = bool(getattr(self.stream, "isatty", lambda: False)())
+        self.started = time.perf_counter()
+        self._open_line = False
+
+    def _elapsed(self) -> str:
+        return f"{time.perf_counter() - self.started:6.1f}s"
+
+    def phase(self, text: str) -> None:
+        """A new step ("[2/6] int8: loading"): always shown."""
+        if not self.enabled:
+            return
+        self._end_line()
+        self.stream.write(f"gpuinfer bench {self._elapsed()}  {text}\n")
+        self.stream.flush()
+
+    def tick(self, text: str) -> None:
+        """A repetition's figure: rewrites the line on a terminal, silent on a pipe."""
+        if not self.enabled or not self.tty:
+            return
+        self.stream.write(f"\r\x1b[2Kgpuinfer bench {self._elapsed()}  {text}")
+        self.stream.flush()
+        self._open_line = True
+
+    def _end_line(self) -> None:
+        if self._open_line:
+            self.stream.write("\n")
+            self._open_line = False
+
+    def close(self) -> None:
+        if self.enabled:
+            self._end_line()
+            self.stream.flush()
