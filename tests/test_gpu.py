@@ -229,7 +229,7 @@ def test_seed_multi_gpu_int8_example(tmp_path: Path) -> None:
         generations = assert_generation_close(
             reference, candidate, ["hello world", "The quick brown fox"], max_new_tokens=8
         )
-        record = {"placed": sorted(placed), "logits": vars(comparison)}
+        record: dict[str, Any] = {"placed": sorted(placed), "logits": vars(comparison)}
         record["first_divergence"] = [g.first_divergence for g in generations]
         print("GPUINFER_MULTI_GPU " + json.dumps(record, default=str))
     finally:
