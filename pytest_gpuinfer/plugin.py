@@ -110,10 +110,10 @@ def pytest_configure(config: pytest.Config) -> None:
         session = GpuinferSession(config, settings, report)
         workers = _local_worker_count(config)
         if workers or config.getoption("tx", None):
-            from pytest_gpuinfer.xdist_support import XdistHooks
+            from pytest_gpuinfer.xdist_support import XdistHooks, check_worker_count
 
             plan = _sharing_plan(config) if workers else None
-            _check_worker_count(plan, report, workers)
+            check_worker_count(plan, report, workers)
             hooks = XdistHooks(settings.to_dict(), report, plan)
             config.pluginmanager.register(hooks, "gpuinfer-xdist")
     config.stash[_SESSION_KEY] = session
@@ -123,7 +123,7 @@ def pytest_configure(config: pytest.Config) -> None:
 
 def _configure_worker(config: pytest.Config, workerinput: dict[str, Any]) -> GpuinferSession:
     """Pin this xdist worker to its GPUs before anything can initialise CUDA."""
-    from pytest_gpuinfer.xdist_support import pin_worker, worker_setup
+    from pytest_gpuinfer.xdist_support import pin_worker, sharing_guard, worker_setup
 
     setup = worker_setup(workerinput, os.environ)
     if setup.settings_data is not None:
@@ -136,36 +136,12 @@ def _configure_worker(config: pytest.Config, workerinput: dict[str, Any]) -> Gpu
     )
     workerid = str(workerinput.get("workerid", "gw?"))
     session = GpuinferSession(config, settings, view, assignment=assignment, workerid=workerid)
-    session.sharing_guard = _sharing_guard(setup, report, assignment, workerid)
+    session.sharing_guard = sharing_guard(
+        setup.sharing, report, assignment, setup.assignment_count, workerid
+    )
     if session.sharing_guard is not None:
         config.pluginmanager.register(session.sharing_guard, "gpuinfer-sharing-guard")
     return session
-
-
-def _check_worker_count(plan: SharingPlan | None, report: Report, workers: int) -> None:
-    from pytest_gpuinfer.requirements import usable_gpus
-    from pytest_gpuinfer.sharing import too_many_workers
-
-    if plan is not None:
-        error = too_many_workers(plan, len(usable_gpus(report)), workers)
-        if error:
-            raise pytest.UsageError(error)
-
-
-def _sharing_guard(
-    setup: Any, report: Report, assignment: Assignment, workerid: str
-) -> SharingGuard | None:
-    """The guard of a worker that shares its GPU with others under the plan, else None."""
-    from pytest_gpuinfer.requirements import usable_gpus
-    from pytest_gpuinfer.sharing import workers_on_each_gpu
-    from pytest_gpuinfer.xdist_support import SharingGuard
-
-    plan = setup.sharing
-    if plan is None or not plan.sharing or not assignment.ordinals:
-        return None
-    together = workers_on_each_gpu(len(usable_gpus(report)), setup.assignment_count)
-    count = together[assignment.ordinals[0]]
-    return SharingGuard(plan, count, workerid) if count > 1 else None
 
 
 def _register_fixture_module(config: pytest.Config) -> None:

@@ -30,7 +30,7 @@ class CollectedTest:
     """Marked, or uses a fixture that loads a model (the plugin gates it)."""
 
 
-def test_record(test: CollectedTest) -> dict[str, Any]:
+def record_of(test: CollectedTest) -> dict[str, Any]:
     """One test's entry: the marker as written plus the figures a router needs."""
     req = test.requirements
     modes = [test.mode] if test.mode else list(req.modes)
@@ -40,7 +40,9 @@ def test_record(test: CollectedTest) -> dict[str, Any]:
         "mode": test.mode,
         "modes": modes,
         "gpus": req.gpus,
-        "compute_capability": None if req.compute_capability is None else req.compute_capability.text,
+        "compute_capability": None
+        if req.compute_capability is None
+        else req.compute_capability.text,
         "free_memory_bytes": req.free_memory_bytes,
         "total_memory_bytes": req.total_memory_bytes,
         "memory_need_bytes": req.declared_memory_bytes,
@@ -52,7 +54,7 @@ def test_record(test: CollectedTest) -> dict[str, Any]:
 
 def export(tests: Iterable[CollectedTest], *, modes: Iterable[str]) -> dict[str, Any]:
     """The whole export: schema stamp, the modes selected, summary figures, one entry a test."""
-    records = [test_record(t) for t in tests]
+    records = [record_of(t) for t in tests]
     gpu = [r for r in records if r["gpu_test"]]
     needs = [r["memory_need_bytes"] for r in gpu if r["memory_need_bytes"] is not None]
     return {

@@ -71,7 +71,8 @@ class SharingPlan:
         per = workers_on_each_gpu(gpu_count, worker_count)
         spread = "/".join(str(n) for n in sorted(set(per), reverse=True)) or "0"
         return (
-            f"xdist: {worker_count} workers on {gpu_count} GPU{'s' if gpu_count != 1 else ''}, "
+            f"xdist: {worker_count} worker{'s' if worker_count != 1 else ''} on {gpu_count} "
+            f"GPU{'s' if gpu_count != 1 else ''}, "
             f"{spread} per GPU; sharing by declared memory (--gpuinfer-share={self.requested}): "
             f"{self.reason}"
         )
@@ -117,7 +118,9 @@ def _one_gpu_views(report: Report) -> list[Report]:
     return views
 
 
-def plan_sharing(requested: int, records: Iterable[Mapping[str, Any]], report: Report) -> SharingPlan:
+def plan_sharing(
+    requested: int, records: Iterable[Mapping[str, Any]], report: Report
+) -> SharingPlan:
     """The plan for ``requested`` workers per GPU, from exported test records."""
     from pytest_gpuinfer.requirements import evaluate, usable_gpus
     from pytest_gpuinfer.requirements_export import requirements_of_record

@@ -135,9 +135,7 @@ def auto_num_workers(report: Report, plan: SharingPlan | None = None) -> int | N
     return count * per if count >= 1 else None
 
 
-def worker_view(
-    report: Report, assignment: Assignment, share_of_free: int | None = None
-) -> Report:
+def worker_view(report: Report, assignment: Assignment, share_of_free: int | None = None) -> Report:
     """The report as a pinned worker sees it: only its GPUs, renumbered from 0.
 
     ``share_of_free`` (a GPU shared by several workers) caps each GPU's free memory at
@@ -305,7 +303,11 @@ class SharingGuard:
 
     def shed_memory(self) -> None:
         from pytest_gpuinfer.probes.memory_units import format_bytes
-        from pytest_gpuinfer.sharing import over_allowance, release_cuda_memory, torch_reserved_bytes
+        from pytest_gpuinfer.sharing import (
+            over_allowance,
+            release_cuda_memory,
+            torch_reserved_bytes,
+        )
 
         reserved = torch_reserved_bytes()
         if reserved is None:
@@ -323,3 +325,32 @@ class SharingGuard:
                 f"model cache, over its idle allowance of {format_bytes(max(0, allowance))} "
                 "(a test keeps GPU tensors alive)"
             )
+
+
+def check_worker_count(plan: SharingPlan | None, report: Report, workers: int) -> None:
+    """A pytest.UsageError when ``-n`` starts more workers than the plan lets share a GPU."""
+    from pytest_gpuinfer.requirements import usable_gpus
+    from pytest_gpuinfer.sharing import too_many_workers
+
+    if plan is not None:
+        error = too_many_workers(plan, len(usable_gpus(report)), workers)
+        if error:
+            raise pytest.UsageError(error)
+
+
+def sharing_guard(
+    plan: SharingPlan | None,
+    report: Report,
+    assignment: Assignment,
+    worker_count: int,
+    workerid: str,
+) -> SharingGuard | None:
+    """The guard of a worker that shares its GPU with others under the plan, else None."""
+    from pytest_gpuinfer.requirements import usable_gpus
+    from pytest_gpuinfer.sharing import workers_on_each_gpu
+
+    if plan is None or not plan.sharing or not assignment.ordinals:
+        return None
+    together = workers_on_each_gpu(len(usable_gpus(report)), worker_count)
+    count = together[assignment.ordinals[0]]
+    return SharingGuard(plan, count, workerid) if count > 1 else None
