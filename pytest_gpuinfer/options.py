@@ -99,6 +99,16 @@ OPTIONS: tuple[OptionSpec, ...] = (
         "see docs/fleet.md)",
     ),
     OptionSpec(
+        "machine",
+        "--gpuinfer-machine",
+        "gpuinfer_machine",
+        "GPUINFER_MACHINE",
+        "text",
+        "NAME",
+        "this machine's name in --gpuinfer-report, for `gpuinfer merge` (default: the host "
+        "name, plus the profile when simulated)",
+    ),
+    OptionSpec(
         "share",
         "--gpuinfer-share",
         "gpuinfer_share",
@@ -121,6 +131,7 @@ class Settings:
     strict: bool = False
     profile: str | None = None
     model: str | None = None
+    machine: str | None = None
     modes: tuple[str, ...] = ("fp32", "fp16", "bf16", "int8", "nf4", "fastpath")
     """Modes ``inference_mode`` is parametrized with when a test's marker names none."""
     modes_selected: bool = False
@@ -138,6 +149,7 @@ class Settings:
             "strict": self.strict,
             "profile": self.profile,
             "model": self.model,
+            "machine": self.machine,
             "modes": list(self.modes),
             "modes_selected": self.modes_selected,
             "report_path": None if self.report_path is None else str(self.report_path),
@@ -157,6 +169,7 @@ class Settings:
             strict=bool(data["strict"]),
             profile=data.get("profile"),
             model=data.get("model"),
+            machine=data.get("machine"),
             modes=tuple(data["modes"]),
             modes_selected=bool(data.get("modes_selected", False)),
             report_path=None if report_path is None else Path(report_path),
