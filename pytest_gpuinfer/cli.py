@@ -66,6 +66,9 @@ def _build_parser() -> argparse.ArgumentParser:
     matrix.add_argument(
         "--check", action="store_true", help="exit 1 when FILE differs from the rules table"
     )
+    from pytest_gpuinfer import cli_merge
+
+    cli_merge.add_parser(sub)
     return parser
 
 
@@ -170,6 +173,10 @@ def main(argv: Sequence[str] | None = None) -> int:
             return _profiles()
         if args.command == "matrix":
             return _matrix(args)
+        if args.command == "merge":
+            from pytest_gpuinfer import cli_merge
+
+            return cli_merge.run(args)
         parser.print_help()
         return EXIT_USAGE
     except InputError as error:
