@@ -70,11 +70,11 @@ class Coverage:
 
     @property
     def ran_nowhere(self) -> list[str]:
-        return [
-            t
-            for t in self.tests
-            if not any(self.cell(t, m.name).outcome in RAN for m in self.machines)
-        ]
+        return [t for t in self.tests if not self.ran_on(t)]
+
+    def ran_on(self, nodeid: str) -> list[str]:
+        """Machines where the test's body ran (passed, failed, errored, xfailed, xpassed)."""
+        return [m.name for m in self.machines if self.cell(nodeid, m.name).outcome in RAN]
 
 
 @dataclass
