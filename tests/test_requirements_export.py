@@ -123,3 +123,36 @@ def test_load_export_rejects_other_files(tmp_path: Path) -> None:
     newer.write_text(json.dumps({"schema": EXPORT_SCHEMA, "schema_version": "9"}))
     with pytest.raises(InputError, match=r"schema_version '9'; expected '1'"):
         load_export(newer)
+
+
+def test_route_tests_to_runners_from_the_export(
+    pytester: pytest.Pytester, fake_nvml: InstallNvml, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from pytest_gpuinfer.merge_route import main as route_main
+
+    fake_nvml(nvml_specs.NO_DRIVER)
+    _export(pytester)
+    out = pytester.path / "subsets"
+    capsys.readouterr()
+    code = route_main(
+        [str(pytester.path / "req.json"), "t4=t4", "a100=a100-80gb", "--out", str(out)]
+    )
+    assert code == 0
+    captured = capsys.readouterr()
+    assert json.loads(captured.out) == {
+        "include": [{"runner": "t4", "tests": 4}]
+    }  # every test fits the cheaper T4 except test_split, which fits nowhere
+    assert (out / "t4.txt").read_text().splitlines() == [
+        "test_suite.py::test_quantized[int8]",
+        "test_suite.py::test_quantized[fp16]",
+        "test_suite.py::test_model",
+        "test_suite.py::test_plain",
+    ]
+    assert (out / "a100.txt").read_text() == ""
+    assert captured.err.startswith(
+        "no runner for test_suite.py::test_split: t4: needs gpus=2; found 1 GPU; "
+    )
+    assert route_main([str(pytester.path / "req.json"), "t4", "--out", str(out)]) == 2
+    assert capsys.readouterr().err == (
+        "merge_route: error: runner 't4' is not LABEL=PROFILE or LABEL=AUDIT.json\n"
+    )
