@@ -34,7 +34,7 @@ InstallNvml = Callable[[dict[str, Any] | None], None]
 GiB = 2**30
 
 
-def _machine(fake_nvml: InstallNvml, spec: dict[str, Any]) -> Report:
+def _machine(fake_nvml: InstallNvml, spec: dict[str, Any] | None) -> Report:
     fake_nvml(spec)
     return probe()
 
