@@ -46,7 +46,7 @@ import json, os, time
 import pytest
 
 MODEL = {model!r}
-BATCH, PROMPT, NEW = {batch}, {prompt}, {new}
+BATCH, PROMPT, NEW, HOST_SECONDS = {batch}, {prompt}, {new}, {host_seconds}
 
 @pytest.mark.parametrize("case", range({start}, {stop}))
 {mark}
@@ -63,7 +63,9 @@ def test_generate(case, load_model):
     assert out.shape == (BATCH, PROMPT + NEW)
     # Host-side work a real test does between GPU calls (decoding, comparing, logging).
     rows = out.tolist()
-    checksum = sum(sum(row) % 9973 for row in rows for _ in range(20))
+    checksum, deadline = 0, time.perf_counter() + HOST_SECONDS
+    while time.perf_counter() < deadline:
+        checksum += sum(sum(row) % 9973 for row in rows)
     assert checksum >= 0
     peak = torch.cuda.max_memory_reserved() if torch.cuda.is_available() else 0
     with open(os.environ["SHARING_BENCH_PEAKS"], "a") as stream:
@@ -120,6 +122,7 @@ def _write_suite(directory: Path, model: Path, args: argparse.Namespace) -> None
                 batch=args.batch,
                 prompt=args.prompt,
                 new=args.new_tokens,
+                host_seconds=args.host_ms / 1000,
                 start=start,
                 stop=stop,
                 mark=(
@@ -193,7 +196,7 @@ def _gib(size: int) -> str:
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--out", default=os.environ.get("OUT", "gpu_sharing_out"))
-    parser.add_argument("--tests", type=int, default=96)
+    parser.add_argument("--tests", type=int, default=192)
     parser.add_argument("--share", type=int, default=4, help="--gpuinfer-share for run 2")
     parser.add_argument(
         "--declared", default="4GiB", help="each test's free_memory ('none': no marker)"
@@ -201,6 +204,9 @@ def main() -> int:
     parser.add_argument("--batch", type=int, default=8)
     parser.add_argument("--prompt", type=int, default=128)
     parser.add_argument("--new-tokens", type=int, default=32)
+    parser.add_argument(
+        "--host-ms", type=int, default=100, help="host-side Python work per test (ms)"
+    )
     parser.add_argument("--tiny", action="store_true", help="the shipped tiny LM (CPU smoke)")
     parser.add_argument("--workers", default="auto", help="-n for both runs (default auto)")
     args = parser.parse_args()
