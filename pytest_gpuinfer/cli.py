@@ -69,6 +69,9 @@ def _build_parser() -> argparse.ArgumentParser:
     from pytest_gpuinfer import cli_bench
 
     cli_bench.add_parser(sub)
+    from pytest_gpuinfer import cli_merge
+
+    cli_merge.add_parser(sub)
     return parser
 
 
@@ -177,6 +180,10 @@ def main(argv: Sequence[str] | None = None) -> int:
             from pytest_gpuinfer import cli_bench
 
             return cli_bench.run(args)
+        if args.command == "merge":
+            from pytest_gpuinfer import cli_merge
+
+            return cli_merge.run(args)
         parser.print_help()
         return EXIT_USAGE
     except InputError as error:

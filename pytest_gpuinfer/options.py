@@ -18,7 +18,7 @@ import pytest
 _TRUE = frozenset({"1", "true", "yes", "on"})
 _FALSE = frozenset({"0", "false", "no", "off"})
 
-Kind = Literal["bool", "modes", "text", "path"]
+Kind = Literal["bool", "modes", "text", "path", "count"]
 
 
 @dataclass(frozen=True)
@@ -88,6 +88,36 @@ OPTIONS: tuple[OptionSpec, ...] = (
         "NAME|PATH",
         "model the gpuinfer_model fixture loads",
     ),
+    OptionSpec(
+        "requirements_path",
+        "--gpuinfer-requirements",
+        "gpuinfer_requirements",
+        "GPUINFER_REQUIREMENTS",
+        "path",
+        "PATH",
+        "write every collected test's hardware requirements as JSON (use with --collect-only; "
+        "see docs/fleet.md)",
+    ),
+    OptionSpec(
+        "machine",
+        "--gpuinfer-machine",
+        "gpuinfer_machine",
+        "GPUINFER_MACHINE",
+        "text",
+        "NAME",
+        "this machine's name in --gpuinfer-report, for `gpuinfer merge` (default: the host "
+        "name, plus the profile when simulated)",
+    ),
+    OptionSpec(
+        "share",
+        "--gpuinfer-share",
+        "gpuinfer_share",
+        "GPUINFER_SHARE",
+        "count",
+        "N",
+        "under xdist, let up to N workers share one GPU when the tests' declared memory "
+        "fits (default 1: one GPU per worker; see docs/plugin.md)",
+    ),
 )
 
 _BY_DEST = {spec.dest: spec for spec in OPTIONS}
@@ -101,11 +131,15 @@ class Settings:
     strict: bool = False
     profile: str | None = None
     model: str | None = None
+    machine: str | None = None
     modes: tuple[str, ...] = ("fp32", "fp16", "bf16", "int8", "nf4", "fastpath")
     """Modes ``inference_mode`` is parametrized with when a test's marker names none."""
     modes_selected: bool = False
     """True when ``--gpuinfer-modes`` (or its ini key / variable) chose ``modes``."""
     report_path: Path | None = None
+    requirements_path: Path | None = None
+    share: int = 1
+    """Most xdist workers per GPU (``--gpuinfer-share``); the declared memory may allow fewer."""
     sources: dict[str, str] = field(default_factory=dict)
     """Where each setting came from, e.g. ``{"strict": "environment variable GPUINFER_STRICT"}``."""
 
@@ -115,23 +149,32 @@ class Settings:
             "strict": self.strict,
             "profile": self.profile,
             "model": self.model,
+            "machine": self.machine,
             "modes": list(self.modes),
             "modes_selected": self.modes_selected,
             "report_path": None if self.report_path is None else str(self.report_path),
+            "requirements_path": (
+                None if self.requirements_path is None else str(self.requirements_path)
+            ),
+            "share": self.share,
             "sources": dict(self.sources),
         }
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> Settings:
         report_path = data.get("report_path")
+        requirements_path = data.get("requirements_path")
         return cls(
             enabled=bool(data["enabled"]),
             strict=bool(data["strict"]),
             profile=data.get("profile"),
             model=data.get("model"),
+            machine=data.get("machine"),
             modes=tuple(data["modes"]),
             modes_selected=bool(data.get("modes_selected", False)),
             report_path=None if report_path is None else Path(report_path),
+            requirements_path=None if requirements_path is None else Path(requirements_path),
+            share=int(data.get("share", 1)),
             sources=dict(data.get("sources", {})),
         )
 
@@ -210,6 +253,13 @@ def _bool(value: object, source: str) -> bool:
     )
 
 
+def _count(value: object, source: str) -> int:
+    text = str(value).strip()
+    if not text.isdigit() or int(text) < 1:
+        raise pytest.UsageError(f"gpuinfer: {source}={value!r} is not a whole number >= 1")
+    return int(text)
+
+
 def parse_modes(value: str, source: str) -> tuple[str, ...]:
     """Parse "fp16,int8" into known, de-duplicated modes, or raise a UsageError."""
     from pytest_gpuinfer.probes.errors import InputError
@@ -282,6 +332,8 @@ def resolve(config: pytest.Config, environ: Mapping[str, str] | None = None) -> 
             else:
                 base = config.invocation_params.dir
             values[spec.dest] = _report_path(str(value), source, base)
+        elif spec.kind == "count":
+            values[spec.dest] = _count(value, source)
         else:
             text = str(value).strip()
             if not text:

@@ -19,7 +19,8 @@ from pytest_gpuinfer import options
 if TYPE_CHECKING:
     from pytest_gpuinfer.probes.report import Report
     from pytest_gpuinfer.requirements import Requirements
-    from pytest_gpuinfer.xdist_support import Assignment
+    from pytest_gpuinfer.sharing import SharingPlan
+    from pytest_gpuinfer.xdist_support import Assignment, SharingGuard
 
 MARKER_LINE = (
     "gpuinfer(modes=[...], gpus=N, compute_capability='>=7.5', free_memory='8GiB', "
@@ -38,6 +39,7 @@ GPU_FIXTURES = frozenset({"inference_mode", "load_model", "gpuinfer_model"})
 
 _SESSION_KEY = pytest.StashKey["GpuinferSession"]()
 _PROBE_KEY = pytest.StashKey["tuple[options.Settings, Report]"]()
+_PLAN_KEY = pytest.StashKey["SharingPlan | None"]()
 
 
 def pytest_addoption(parser: pytest.Parser) -> None:
@@ -72,7 +74,27 @@ def pytest_xdist_auto_num_workers(config: pytest.Config) -> int | None:
         return None
     from pytest_gpuinfer.xdist_support import auto_num_workers
 
-    return auto_num_workers(_probe(config)[1])
+    return auto_num_workers(_probe(config)[1], _sharing_plan(config))
+
+
+def _sharing_plan(config: pytest.Config) -> SharingPlan | None:
+    """``--gpuinfer-share`` > 1 in a controller: the plan, made once (see sharing.py)."""
+    if _PLAN_KEY in config.stash:
+        return config.stash[_PLAN_KEY]
+    from pytest_gpuinfer import sharing
+
+    settings, report = _probe(config)
+    plan = None
+    if settings.share > 1 and not sharing.in_sharing_pass() and not config.option.collectonly:
+        records, note = sharing.collect_records(
+            config.invocation_params.args, config.invocation_params.dir, os.environ
+        )
+        if records is None:
+            plan = sharing.SharingPlan(settings.share, 1, f"off: {note}")
+        else:
+            plan = sharing.plan_sharing(settings.share, records, report)
+    config.stash[_PLAN_KEY] = plan
+    return plan
 
 
 @pytest.hookimpl(tryfirst=True)
@@ -86,10 +108,14 @@ def pytest_configure(config: pytest.Config) -> None:
     else:
         settings, report = _probe(config)
         session = GpuinferSession(config, settings, report)
-        if _local_worker_count(config) or config.getoption("tx", None):
-            from pytest_gpuinfer.xdist_support import XdistHooks
+        workers = _local_worker_count(config)
+        if workers or config.getoption("tx", None):
+            from pytest_gpuinfer.xdist_support import XdistHooks, check_worker_count
 
-            config.pluginmanager.register(XdistHooks(settings.to_dict(), report), "gpuinfer-xdist")
+            plan = _sharing_plan(config) if workers else None
+            check_worker_count(plan, report, workers)
+            hooks = XdistHooks(settings.to_dict(), report, plan)
+            config.pluginmanager.register(hooks, "gpuinfer-xdist")
     config.stash[_SESSION_KEY] = session
     config.pluginmanager.register(session, "gpuinfer-session")
     _register_fixture_module(config)
@@ -97,7 +123,7 @@ def pytest_configure(config: pytest.Config) -> None:
 
 def _configure_worker(config: pytest.Config, workerinput: dict[str, Any]) -> GpuinferSession:
     """Pin this xdist worker to its GPUs before anything can initialise CUDA."""
-    from pytest_gpuinfer.xdist_support import pin_worker, worker_setup
+    from pytest_gpuinfer.xdist_support import pin_worker, sharing_guard, worker_setup
 
     setup = worker_setup(workerinput, os.environ)
     if setup.settings_data is not None:
@@ -106,10 +132,16 @@ def _configure_worker(config: pytest.Config, workerinput: dict[str, Any]) -> Gpu
         settings = options.resolve(config)
     report = setup.report if setup.report is not None else _probe_machine(settings)
     view, assignment = pin_worker(
-        report, setup.assignment_index, setup.assignment_count, os.environ
+        report, setup.assignment_index, setup.assignment_count, os.environ, setup.sharing
     )
     workerid = str(workerinput.get("workerid", "gw?"))
-    return GpuinferSession(config, settings, view, assignment=assignment, workerid=workerid)
+    session = GpuinferSession(config, settings, view, assignment=assignment, workerid=workerid)
+    session.sharing_guard = sharing_guard(
+        setup.sharing, report, assignment, setup.assignment_count, workerid
+    )
+    if session.sharing_guard is not None:
+        config.pluginmanager.register(session.sharing_guard, "gpuinfer-sharing-guard")
+    return session
 
 
 def _register_fixture_module(config: pytest.Config) -> None:
@@ -156,6 +188,7 @@ class GpuinferSession:
         self.assignment = assignment
         self.workerid = workerid
         self.recorder = Recorder()
+        self.sharing_guard: SharingGuard | None = None
         self._data_key = pytest.StashKey[dict[str, Any]]()
         self._parsed: dict[str, Requirements] = {}
 
@@ -269,6 +302,10 @@ class GpuinferSession:
         reasons = evaluate(requirements, self.report, mode=mode, no_gpu_reason=self.no_gpu_reason)
         if reasons:
             unmet("; ".join(reasons), strict=self.settings.strict)
+        if self.sharing_guard is not None and self.item_data(item)["gpu_test"]:
+            broken = self.sharing_guard.check(item.nodeid, requirements.declared_memory_bytes)
+            if broken:
+                pytest.fail(broken, pytrace=False)
         if self.report.simulated and self.item_data(item)["gpu_test"]:
             raise pytest.skip.Exception(
                 simulated_reason(self.report.profile or "?"), _use_item_location=True
@@ -306,7 +343,12 @@ class GpuinferSession:
             from pytest_gpuinfer.requirements import usable_gpus
             from pytest_gpuinfer.xdist_support import policy_line
 
-            note = policy_line(len(usable_gpus(self.report)), workers)
+            gpu_count = len(usable_gpus(self.report))
+            plan = config.stash.get(_PLAN_KEY, None)
+            if plan is not None and gpu_count:
+                note = plan.header_line(gpu_count, workers)
+            else:
+                note = policy_line(gpu_count, workers)
         return header_lines(self.report, strict=self.settings.strict, worker_note=note)
 
     def pytest_sessionstart(self, session: pytest.Session) -> None:
@@ -324,9 +366,28 @@ class GpuinferSession:
         for name, value in hardware_properties(self.report):
             xml.add_global_property(name, value)
 
+    def pytest_collection_finish(self, session: pytest.Session) -> None:
+        path = self.settings.requirements_path
+        if path is None or self.workerid not in (None, "gw0"):
+            return  # under xdist the controller does not collect: worker gw0 writes it
+        from pytest_gpuinfer.reporting import write_json_atomically
+        from pytest_gpuinfer.requirements_export import CollectedTest, export
+
+        tests = []
+        for item in session.items:
+            data = self.item_data(item)
+            try:
+                requirements = self.requirements_of(item, item.nodeid)
+            except pytest.fail.Exception:
+                continue  # a bad marker: the test itself fails with the reason
+            tests.append(CollectedTest(item.nodeid, data["mode"], requirements, data["gpu_test"]))
+        write_json_atomically(path, export(tests, modes=self.settings.modes))
+
     def pytest_sessionfinish(self, session: pytest.Session, exitstatus: int) -> None:
+        from pytest_gpuinfer.sharing import in_sharing_pass
+
         path = self.settings.report_path
-        if self.workerid is not None or path is None:
+        if self.workerid is not None or path is None or in_sharing_pass():
             return
         from pytest_gpuinfer.reporting import json_report, write_json_atomically
 

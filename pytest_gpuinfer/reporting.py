@@ -18,7 +18,8 @@ if TYPE_CHECKING:
     from pytest_gpuinfer.probes.report import GPUInfo, Report
 
 
-REPORT_SCHEMA_VERSION = "1"
+REPORT_SCHEMA_VERSION = "2"
+"""2 added ``machine`` (who ran it, for ``gpuinfer merge``); 1 had no machine identity."""
 
 
 def _gpu_line(gpu: GPUInfo) -> str:
@@ -200,6 +201,46 @@ def write_json_atomically(path: Path, data: Mapping[str, Any]) -> None:
         raise
 
 
+def machine_identity(report: Report, name: str | None = None) -> dict[str, Any]:
+    """Who ran the suite: a name that tells machines apart, and the GPUs it judged by.
+
+    The default name is the host name, plus ``profile=NAME`` for a simulated profile and
+    ``CUDA_VISIBLE_DEVICES=...`` when set, so two runs on one host under different
+    profiles or GPU subsets count as two machines. ``--gpuinfer-machine`` overrides it.
+    """
+    import socket
+
+    from pytest_gpuinfer.requirements import usable_gpus
+
+    hostname = socket.gethostname()
+    if name is None:
+        parts = [hostname]
+        if report.profile:
+            parts.append(f"profile={report.profile}")
+        if report.visible_devices is not None and not report.simulated:
+            parts.append(f"CUDA_VISIBLE_DEVICES={report.visible_devices}")
+        name = " ".join(parts)
+    gpus = usable_gpus(report)
+    labels = Counter(gpu.label for gpu in gpus)
+    summary = ", ".join(f"{n} x {label}" for label, n in labels.items()) or "no GPU"
+    return {
+        "name": name,
+        "hostname": hostname,
+        "profile": report.profile,
+        "visible_devices": report.visible_devices,
+        "gpu_summary": summary,
+        "gpus": [
+            {
+                "name": gpu.name,
+                "uuid": gpu.uuid,
+                "compute_capability": gpu.to_dict().get("compute_capability"),
+                "total_memory_bytes": gpu.total_memory_bytes,
+            }
+            for gpu in gpus
+        ],
+    }
+
+
 def json_report(
     report: Report,
     settings: Mapping[str, Any],
@@ -210,6 +251,7 @@ def json_report(
     outcomes = Counter(t["outcome"] or "not run" for t in tests)
     return {
         "schema_version": REPORT_SCHEMA_VERSION,
+        "machine": machine_identity(report, settings.get("machine")),
         "exitstatus": int(exitstatus),
         "settings": {k: v for k, v in settings.items() if k != "sources"},
         "probe": report.to_dict(),

@@ -105,6 +105,16 @@ class Requirements:
             or bool(self.tensor_cores)
         )
 
+    @property
+    def declared_memory_bytes(self) -> int | None:
+        """The GPU memory the test declares it may use: the largest of its memory claims.
+
+        GPU sharing under xdist (``--gpuinfer-share``) and the requirements export read
+        this one figure. A new claim (a workload estimate) joins the tuple below.
+        """
+        claims = [c for c in (self.free_memory_bytes, self.total_memory_bytes) if c is not None]
+        return max(claims) if claims else None
+
     def to_dict(self) -> dict[str, Any]:
         return {str(k): _jsonable(v) for k, v in self.raw.items()}
 

@@ -7,8 +7,10 @@ the header says so. A test that asks for ``gpus=N`` runs only on a worker that o
 least N GPUs; elsewhere it is skipped (failed under strict) with a reason naming the
 worker and what it owns: it never runs on fewer GPUs than it asked for.
 
-The controller probes once and ships its report and settings to the workers through
-``workerinput``; a worker on another host (``--tx ssh=...``) probes its own machine.
+The controller probes once and ships its report, settings and sharing plan to the workers
+through ``workerinput``; a worker on another host (``--tx ssh=...``) probes its own machine.
+With ``--gpuinfer-share=N`` several workers may share a GPU; ``pytest_gpuinfer.sharing``
+states that policy and :class:`SharingGuard` enforces it in each sharing worker.
 """
 
 from __future__ import annotations
@@ -25,6 +27,7 @@ import pytest
 
 if TYPE_CHECKING:
     from pytest_gpuinfer.probes.report import Report
+    from pytest_gpuinfer.sharing import SharingPlan
 
 WORKERINPUT_KEY = "gpuinfer"
 
@@ -122,16 +125,22 @@ def worker_index(workerid: str) -> int:
     return int(match.group(1))
 
 
-def auto_num_workers(report: Report) -> int | None:
-    """``-n auto``: one worker per visible GPU, or None (xdist's own choice) without GPUs."""
+def auto_num_workers(report: Report, plan: SharingPlan | None = None) -> int | None:
+    """``-n auto``: one worker per visible GPU (the plan's count per GPU when sharing), or
+    None (xdist's own choice) without GPUs."""
     from pytest_gpuinfer.requirements import usable_gpus
 
     count = len(usable_gpus(report))
-    return count if count >= 1 else None
+    per = plan.workers_per_gpu if plan is not None else 1
+    return count * per if count >= 1 else None
 
 
-def worker_view(report: Report, assignment: Assignment) -> Report:
-    """The report as a pinned worker sees it: only its GPUs, renumbered from 0."""
+def worker_view(report: Report, assignment: Assignment, share_of_free: int | None = None) -> Report:
+    """The report as a pinned worker sees it: only its GPUs, renumbered from 0.
+
+    ``share_of_free`` (a GPU shared by several workers) caps each GPU's free memory at
+    this worker's share, so that ``free_memory`` requirements judge the share.
+    """
     from pytest_gpuinfer.probes.report import Report as ReportClass
     from pytest_gpuinfer.requirements import usable_gpus
 
@@ -139,6 +148,13 @@ def worker_view(report: Report, assignment: Assignment) -> Report:
     owned = [
         replace(gpus[o], cuda_ordinal=i) for i, o in enumerate(assignment.ordinals) if o < len(gpus)
     ]
+    if share_of_free is not None:
+        owned = [
+            replace(gpu, free_memory_bytes=min(gpu.free_memory_bytes, share_of_free))
+            if gpu.free_memory_bytes is not None
+            else gpu
+            for gpu in owned
+        ]
     view = ReportClass.from_dict(report.to_dict())
     view.gpus = owned
     if assignment.visible_devices is not None and not report.simulated:
@@ -157,11 +173,14 @@ def _host_key(spec: Any) -> str:
 class XdistHooks:
     """Controller-side hooks, registered only when xdist is active and the plugin enabled."""
 
-    def __init__(self, settings_data: dict[str, Any], report: Report) -> None:
+    def __init__(
+        self, settings_data: dict[str, Any], report: Report, plan: SharingPlan | None = None
+    ) -> None:
         self._payload: dict[str, Any] = {
             "settings": settings_data,
             "report": report.to_dict(),
             "host": socket.gethostname(),
+            "sharing": None if plan is None else plan.to_dict(),
         }
         self._ranks: dict[str, int] = {}
 
@@ -178,6 +197,7 @@ class XdistHooks:
         payload = dict(self._payload, local_rank=rank, local_count=local_count)
         if key != "local":
             payload.pop("report")  # another machine: it probes its own GPUs
+            payload.pop("sharing")  # planned from this machine's memory
         node.workerinput[WORKERINPUT_KEY] = json.dumps(payload)
 
 
@@ -187,6 +207,7 @@ class WorkerSetup:
     report: Report | None
     assignment_index: int
     assignment_count: int
+    sharing: SharingPlan | None = None
 
 
 def worker_setup(workerinput: Mapping[str, Any], environ: Mapping[str, str]) -> WorkerSetup:
@@ -203,20 +224,133 @@ def worker_setup(workerinput: Mapping[str, Any], environ: Mapping[str, str]) -> 
     if count is None:
         count = int(workerinput.get("workercount") or environ.get("PYTEST_XDIST_WORKER_COUNT") or 1)
     report = None
+    sharing = None
     if "report" in payload and payload.get("host") == socket.gethostname():
         report = ReportClass.from_dict(payload["report"])
-    return WorkerSetup(payload.get("settings"), report, int(index), max(1, int(count)))
+        if payload.get("sharing"):
+            from pytest_gpuinfer.sharing import SharingPlan as PlanClass
+
+            sharing = PlanClass.from_dict(payload["sharing"])
+    return WorkerSetup(payload.get("settings"), report, int(index), max(1, int(count)), sharing)
 
 
 def pin_worker(
-    report: Report, index: int, count: int, environ: os._Environ[str] | dict[str, str]
+    report: Report,
+    index: int,
+    count: int,
+    environ: os._Environ[str] | dict[str, str],
+    plan: SharingPlan | None = None,
 ) -> tuple[Report, Assignment]:
     """Set CUDA_VISIBLE_DEVICES for this worker (real GPUs only) and return its view."""
     from pytest_gpuinfer.requirements import usable_gpus
+    from pytest_gpuinfer.sharing import workers_on_each_gpu
 
     gpus = usable_gpus(report)
     identifiers = [gpu.uuid or str(gpu.cuda_ordinal) for gpu in gpus]
     assignment = assign(report.visible_devices, identifiers, index % count, count)
     if assignment.visible_devices is not None and not report.simulated:
         environ["CUDA_VISIBLE_DEVICES"] = assignment.visible_devices
-    return worker_view(report, assignment), assignment
+    share = None
+    if plan is not None and plan.sharing and plan.usable_bytes is not None and assignment.ordinals:
+        together = workers_on_each_gpu(len(gpus), count)[assignment.ordinals[0]]
+        if together > 1:
+            share = plan.usable_bytes // together
+    return worker_view(report, assignment, share), assignment
+
+
+class SharingGuard:
+    """In a worker that shares its GPU: hold every GPU test to the plan, and keep what the
+    worker holds between tests within its idle allowance."""
+
+    def __init__(self, plan: SharingPlan, workers_on_gpu: int, workerid: str) -> None:
+        self.plan = plan
+        self.workers_on_gpu = workers_on_gpu
+        self.workerid = workerid
+        self.over: str | None = None
+        """Set when shedding memory failed: the next GPU test fails with it."""
+        self._model_cache: Any = None
+
+    def check(self, nodeid: str, declared_bytes: int | None) -> str | None:
+        """Why a GPU test about to run breaks the plan, or None."""
+        from pytest_gpuinfer.probes.memory_units import format_bytes
+
+        where = (
+            f"xdist worker {self.workerid} shares its GPU with {self.workers_on_gpu - 1} other "
+            f"worker{'s' if self.workers_on_gpu != 2 else ''} (--gpuinfer-share)"
+        )
+        if self.over is not None:
+            return f"{where}: {self.over}"
+        limit = self.plan.max_need_bytes
+        if declared_bytes is None:
+            return (
+                f"{where}, and {nodeid} declares no memory (free_memory= or total_memory=): "
+                "the collection differs from the one the sharing plan was made from"
+            )
+        if limit is not None and declared_bytes > limit:
+            return (
+                f"{where}, and {nodeid} declares {format_bytes(declared_bytes)}, more than "
+                f"the plan's {format_bytes(limit)}: the collection differs from the plan's"
+            )
+        return None
+
+    @pytest.hookimpl(hookwrapper=True)
+    def pytest_runtest_teardown(self, item: pytest.Item) -> Any:
+        funcargs = getattr(item, "funcargs", None) or {}
+        if "gpuinfer_model_cache" in funcargs:
+            self._model_cache = funcargs["gpuinfer_model_cache"]
+        yield
+        self.shed_memory()
+
+    def shed_memory(self) -> None:
+        from pytest_gpuinfer.probes.memory_units import format_bytes
+        from pytest_gpuinfer.sharing import (
+            over_allowance,
+            release_cuda_memory,
+            torch_reserved_bytes,
+        )
+
+        reserved = torch_reserved_bytes()
+        if reserved is None:
+            return
+        over, allowance = over_allowance(reserved, self.plan, self.workers_on_gpu)
+        if not over or allowance is None:
+            return
+        if self._model_cache is not None:
+            self._model_cache.clear()
+        release_cuda_memory()
+        reserved = torch_reserved_bytes() or 0
+        if reserved > allowance:
+            self.over = (
+                f"it still holds {format_bytes(reserved)} of CUDA memory after releasing its "
+                f"model cache, over its idle allowance of {format_bytes(max(0, allowance))} "
+                "(a test keeps GPU tensors alive)"
+            )
+
+
+def check_worker_count(plan: SharingPlan | None, report: Report, workers: int) -> None:
+    """A pytest.UsageError when ``-n`` starts more workers than the plan lets share a GPU."""
+    from pytest_gpuinfer.requirements import usable_gpus
+    from pytest_gpuinfer.sharing import too_many_workers
+
+    if plan is not None:
+        error = too_many_workers(plan, len(usable_gpus(report)), workers)
+        if error:
+            raise pytest.UsageError(error)
+
+
+def sharing_guard(
+    plan: SharingPlan | None,
+    report: Report,
+    assignment: Assignment,
+    worker_count: int,
+    workerid: str,
+) -> SharingGuard | None:
+    """The guard of a worker that shares its GPU with others under the plan, else None."""
+    from pytest_gpuinfer.requirements import usable_gpus
+    from pytest_gpuinfer.sharing import workers_on_each_gpu
+
+    if plan is None or not plan.sharing or not assignment.ordinals:
+        return None
+    together = workers_on_each_gpu(len(usable_gpus(report)), worker_count)
+    count = together[assignment.ordinals[0]]
+    return SharingGuard(plan, count, workerid) if count > 1 else None

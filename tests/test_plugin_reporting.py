@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import socket
 import xml.etree.ElementTree as ET
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -129,7 +130,22 @@ def test_json_report(pytester: pytest.Pytester, fake_nvml: InstallNvml) -> None:
     result = pytester.runpytest("--gpuinfer", "--gpuinfer-report", "out.json")
     result.stdout.fnmatch_lines([f"gpuinfer report: {pytester.path / 'out.json'}"])
     data = json.loads((pytester.path / "out.json").read_text())
-    assert data["schema_version"] == "1"
+    assert data["schema_version"] == "2"
+    assert data["machine"] == {
+        "name": socket.gethostname(),
+        "hostname": socket.gethostname(),
+        "profile": None,
+        "visible_devices": None,
+        "gpu_summary": "1 x Tesla T4 (7.5)",
+        "gpus": [
+            {
+                "name": "Tesla T4",
+                "uuid": nvml_specs.t4()["gpus"][0]["uuid"],
+                "compute_capability": "7.5",
+                "total_memory_bytes": 15 * 2**30,
+            }
+        ],
+    }
     assert data["exitstatus"] == 1
     assert data["settings"]["enabled"] is True
     probe = Report.from_dict(data["probe"])
@@ -161,6 +177,19 @@ def test_json_report(pytester: pytest.Pytester, fake_nvml: InstallNvml) -> None:
     assert tests["test_suite.py::test_fails"]["outcome"] == "failed"
     assert tests["test_suite.py::test_plain"]["outcome"] == "passed"
     assert not list(pytester.path.glob(".out.json.*"))  # no temporary file left behind
+
+
+def test_json_report_names_the_machine(pytester: pytest.Pytester, fake_nvml: InstallNvml) -> None:
+    fake_nvml(nvml_specs.a100_x4())
+    pytester.makepyfile("def test_x(): pass")
+    pytester.runpytest("--gpuinfer-profile", "t4", "--gpuinfer-report", "sim.json")
+    simulated = json.loads((pytester.path / "sim.json").read_text())["machine"]
+    assert simulated["name"] == f"{socket.gethostname()} profile=t4"
+    assert simulated["gpu_summary"] == "1 x Tesla T4 (7.5)"
+    pytester.runpytest("--gpuinfer", "--gpuinfer-machine", "ci-a100", "--gpuinfer-report", "a.json")
+    named = json.loads((pytester.path / "a.json").read_text())["machine"]
+    assert named["name"] == "ci-a100"
+    assert named["gpu_summary"] == "4 x NVIDIA A100-SXM4-40GB (8.0)"
 
 
 def test_json_written_atomically_replaces_the_old_file(tmp_path: Path) -> None:

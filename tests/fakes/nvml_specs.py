@@ -87,3 +87,13 @@ def gtx1660() -> dict[str, Any]:
 def driver_not_loaded() -> dict[str, Any]:
     """NVML library present, kernel module not loaded."""
     return {"fail": {"init": "DriverNotLoaded"}}
+
+
+def h100_x2() -> dict[str, Any]:
+    """Two H100 80GB (the issue-12 machine)."""
+    return machine(*(gpu("NVIDIA H100 80GB HBM3", (9, 0), 79.6, index=i) for i in range(2)))
+
+
+def h100_x8() -> dict[str, Any]:
+    """Eight H100 80GB (an HGX box)."""
+    return machine(*(gpu("NVIDIA H100 80GB HBM3", (9, 0), 79.6, index=i) for i in range(8)))

@@ -1,0 +1,66 @@
+"""``gpuinfer merge REPORT...``: one coverage matrix from the reports of several machines.
+
+Exit codes: 0 merged; 1 a test ran on no machine (``--no-fail-on-unrun`` turns that off);
+2 bad input (one line naming the file and what was expected).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+from typing import Any
+
+EXIT_OK = 0
+EXIT_UNRUN = 1
+
+
+def add_parser(sub: Any) -> None:
+    """Register ``merge`` on the ``gpuinfer`` subcommand parser."""
+    merge = sub.add_parser(
+        "merge",
+        help="combine --gpuinfer-report / `audit --json` files from several machines",
+        description=(
+            "Combine the plugin's JSON reports (--gpuinfer-report) into a test x machine "
+            "coverage matrix, and `gpuinfer audit --json` reports into which machines can "
+            "run each mode. NAME=PATH names a machine."
+        ),
+    )
+    merge.add_argument("reports", nargs="*", metavar="REPORT", help="report files (NAME=PATH)")
+    merge.add_argument("--json", action="store_true", help="print the merged view as JSON")
+    merge.add_argument("--html", metavar="FILE", help="also write one self-contained HTML page")
+    merge.add_argument(
+        "--fail-on-unrun",
+        action=argparse.BooleanOptionalAction,
+        default=True,
+        help="exit 1 when a test ran on no machine (default: on)",
+    )
+
+
+def run(args: argparse.Namespace) -> int:
+    """Run ``gpuinfer merge``; InputError (exit 2 in cli.main) on bad input."""
+    from pytest_gpuinfer.merge import coverage, load, mode_matrix, to_json
+    from pytest_gpuinfer.merge_render import coverage_text, modes_text, page
+    from pytest_gpuinfer.probes.errors import InputError
+
+    runs, audits = load(args.reports)
+    cov = coverage(runs) if runs else None
+    matrix = mode_matrix(audits) if audits else None
+    if args.html is not None:
+        path = Path(args.html)
+        try:
+            path.write_text(page(cov, matrix), encoding="utf-8")
+        except OSError as error:
+            raise InputError(f"cannot write {path}: {error.strerror}") from None
+    if args.json:
+        print(json.dumps(to_json(cov, matrix), indent=2))
+    else:
+        sections = []
+        if matrix is not None:
+            sections.append("\n".join(modes_text(matrix)))
+        if cov is not None:
+            sections.append("\n".join(coverage_text(cov)))
+        print("\n\n".join(sections))
+    if cov is not None and cov.ran_nowhere and args.fail_on_unrun:
+        return EXIT_UNRUN
+    return EXIT_OK
