@@ -151,7 +151,9 @@ def estimate_model_memory(
     if not meta_device and _header_path_applies(data, model_type):
         tensors = read_checkpoint(config_path.parent)
         if tensors is not None:
-            return _from_headers(os.fspath(source), config_path, data, tensors, wanted, nf4_double_quant)
+            return _from_headers(
+                os.fspath(source), config_path, data, tensors, wanted, nf4_double_quant
+            )
     return _from_meta(os.fspath(source), config_path, data, model_type, wanted, nf4_double_quant)
 
 
@@ -190,7 +192,9 @@ def _from_meta(
     shape, shape_error = _shape(full, str(config_path), attention)
     if shape is not None and shape.architecture is None:
         shape = _with_gating(shape, gated)
-    estimate = _assemble(source, config_path, model_type, tensors, buffer_bytes, modes, double_quant)
+    estimate = _assemble(
+        source, config_path, model_type, tensors, buffer_bytes, modes, double_quant
+    )
     estimate.model_class = type(model).__name__
     estimate.buffer_count = len(buffers)
     estimate.kept_in_full_precision = kept
@@ -207,7 +211,9 @@ def _with_gating(shape: ModelShape, gated: bool) -> ModelShape:
     return replace(shape, gated_mlp=gated)
 
 
-def _shape(data: dict[str, Any], where: str, attention: str | None) -> tuple[ModelShape | None, str]:
+def _shape(
+    data: dict[str, Any], where: str, attention: str | None
+) -> tuple[ModelShape | None, str]:
     try:
         return model_shape(data, where, attention=attention), ""
     except InputError as error:
@@ -261,7 +267,9 @@ def _from_headers(
         tied_groups.append(sorted([embedding_owner, f"{OUTPUT_EMBEDDING}.weight"]))
     rotary = 2 * (shape.head_dim // 2) * 4 if arch.rotary else 0
     buffer_bytes = rotary + arch.extra_buffer_bytes
-    estimate = _assemble(source, config_path, model_type, tensors, buffer_bytes, modes, double_quant)
+    estimate = _assemble(
+        source, config_path, model_type, tensors, buffer_bytes, modes, double_quant
+    )
     architectures = data.get("architectures")
     estimate.model_class = (
         str(architectures[0]) if isinstance(architectures, list) and architectures else model_type

@@ -62,9 +62,7 @@ class Workload:
         for name, low in (("batch_size", 1), ("seq_len", 1), ("new_tokens", 0)):
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int) or value < low:
-                raise InputError(
-                    f"{name} {value!r} is not valid: expected a whole number >= {low}"
-                )
+                raise InputError(f"{name} {value!r} is not valid: expected a whole number >= {low}")
 
     def to_dict(self) -> dict[str, int]:
         return {
@@ -185,7 +183,9 @@ def estimate_workload(
             f"{estimate.shape_error or 'no layer sizes in its config'}"
         )
     if mode not in estimate.modes:
-        raise InputError(f"mode {mode!r} was not estimated: expected one of {', '.join(estimate.modes)}")
+        raise InputError(
+            f"mode {mode!r} was not estimated: expected one of {', '.join(estimate.modes)}"
+        )
     impl = attention or ("sdpa" if mode == "fastpath" else shape.attention)
     weights = estimate.weights_bytes(mode)
     a = activation_bytes(mode)

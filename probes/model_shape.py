@@ -141,9 +141,7 @@ def _positive(data: Mapping[str, Any], what: str, keys: tuple[str, ...], where: 
     return value
 
 
-def model_shape(
-    data: Mapping[str, Any], where: str, *, attention: str | None = None
-) -> ModelShape:
+def model_shape(data: Mapping[str, Any], where: str, *, attention: str | None = None) -> ModelShape:
     """The :class:`ModelShape` of a full config dict (as ``save_pretrained`` writes it, or
     ``config.to_dict()``). ``attention`` overrides the architecture's default.
 
