@@ -4,14 +4,17 @@ A workload is ``generate()`` on ``batch_size`` prompts of ``seq_len`` tokens pro
 ``new_tokens`` more (an encoder-decoder: ``seq_len`` encoder tokens, ``new_tokens``
 decoder tokens). The peak is the largest of three moments, each a sum of parts:
 
-* loading: int8/nf4 weights arrive in 16 bits and are quantized on the GPU, so the
-  caching allocator holds about the 16-bit size once (measured, REFERENCE §9);
 * the prefill: every layer's K/V at ``seq_len`` tokens (sliding-window layers too: they
   keep a view of the full tensor until the first decode step) plus the largest set of
   intermediates alive inside one layer; logits for the last position only
   (``logits_to_keep=1``), in fp32 as generate copies them;
 * the end of decoding: K/V at ``seq_len + new_tokens`` (sliding layers capped at their
   window), plus one layer's K/V twice while ``torch.cat`` grows it.
+
+Loading is reported apart (``load_peak``): int8/nf4 weights arrive in 16 bits and are
+quantized on the GPU, so the caching allocator reserves about the 16-bit size while
+loading (REFERENCE §9), but gives those cached blocks back when a later allocation needs
+them: a quantized model loads on a GPU smaller than its 16-bit weights.
 
 Pure arithmetic on :class:`probes.model_shape.ModelShape`: no torch.
 """
@@ -91,17 +94,18 @@ class WorkloadEstimate:
     allocator: int
     """The caching allocator's fragmentation and library workspaces."""
     load_peak: int
-    """Reserved while loading (int8/nf4 pass through 16 bits)."""
+    """Reserved while loading (int8/nf4 pass through 16 bits); cached, not needed: not in
+    the peak."""
     cuda_context: int = CUDA_CONTEXT_BYTES
     peak_moment: str = "prefill"
-    """"load", "prefill" or "decode": which moment sets the peak."""
+    """"prefill" or "decode": which moment sets the peak."""
     attention: str = "sdpa"
     notes: list[str] = field(default_factory=list)
 
     @property
     def peak_reserved_bytes(self) -> int:
-        """What ``torch.cuda.max_memory_reserved()`` should show."""
-        run = (
+        """What ``torch.cuda.max_memory_reserved()`` should show for the run."""
+        return (
             self.weights
             + self.kv_cache
             + self.activations
@@ -109,7 +113,6 @@ class WorkloadEstimate:
             + self.quantization_buffers
             + self.allocator
         )
-        return max(run, self.load_peak)
 
     @property
     def peak_bytes(self) -> int:
@@ -131,11 +134,6 @@ class WorkloadEstimate:
         """ "3.71 GiB = weights 2.05 GiB + KV 0.70 GiB + ... (peak at prefill)"."""
         shown = [f"{k.replace('_', ' ')} {format_bytes(v)}" for k, v in self.parts().items() if v]
         text = f"{format_bytes(self.peak_bytes)} = " + " + ".join(shown)
-        if self.peak_moment == "load":
-            text = (
-                f"{format_bytes(self.peak_bytes)} while loading (16-bit weights "
-                f"{format_bytes(self.load_peak)} + cuda context)"
-            )
         return f"{text} (peak at {self.peak_moment})"
 
     def to_dict(self) -> dict[str, Any]:
@@ -210,7 +208,6 @@ def estimate_workload(
     load_peak = sixteen_bit if mode in ("int8", "nf4") else weights
     load_peak += LIBRARY_WORKSPACE_BYTES
     best = max(moments, key=lambda m: m.total)
-    run = weights + best.total + LIBRARY_WORKSPACE_BYTES
     result = WorkloadEstimate(
         mode=mode,
         workload=workload,
@@ -227,8 +224,6 @@ def estimate_workload(
         attention=impl,
         notes=notes,
     )
-    if load_peak > run:
-        result.peak_moment = "load"
     return result
 
 

@@ -170,8 +170,6 @@ def memory_fit_lines(fit: MemoryFit, *, judged: bool = True, width: int = 100) -
                 predicted.peak_bytes,
             ]
             cells = "".join(f"{format_bytes(v):>11}" for v in values)
-            if predicted.peak_moment == "load":
-                cells += "  (load)"
         else:
             cells = f"{format_bytes(mode_fit.weights_bytes):>11}" + f"{'?':>11}" * 5
             cells += f"{format_bytes(mode_fit.needed_bytes):>11}"
