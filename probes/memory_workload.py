@@ -39,11 +39,11 @@ LIBRARY_WORKSPACE_BYTES = 64 * 2**20
 """cuBLAS/cuBLASLt workspaces and the small-block pool generate() fills: inside torch's
 allocator, so in ``max_memory_reserved``."""
 
-FRAGMENTATION_OF_KV = 1.0
+FRAGMENTATION_OF_KV = 0.75
 """Reserved-but-unusable memory at the prefill peak, as a fraction of the prefill K/V: each
 layer's K/V are carved out of blocks the previous layer's intermediates freed, so the next
 layer's intermediates need fresh segments. Calibrated on REFERENCE §9 (1.1B Llama,
-8 x 2048 and 32 x 1024, fp16/int8/nf4: within 3 %)."""
+8 x 2048 and 32 x 1024, fp16/int8/nf4: all six within -4 %..+8 %)."""
 
 LOGITS_FP32_COPIES = 3
 """generate() copies the last logits to fp32, the min_new_tokens processor clones them."""
@@ -115,6 +115,12 @@ class WorkloadEstimate:
         )
 
     @property
+    def allocated_dynamic_bytes(self) -> int:
+        """Bytes of tensors the run itself allocates at its peak (no weights, no allocator
+        slack): what a live-tensor count on a CPU run measures."""
+        return self.kv_cache + self.activations + self.logits + self.quantization_buffers
+
+    @property
     def peak_bytes(self) -> int:
         """The process's peak GPU memory, CUDA context included (what NVML shows)."""
         return self.peak_reserved_bytes + self.cuda_context
@@ -167,8 +173,9 @@ def estimate_workload(
 ) -> WorkloadEstimate:
     """The predicted peak of ``workload`` in ``mode`` for the model of ``estimate``.
 
-    ``attention`` overrides the model's default attention ("sdpa", "eager"); fastpath
-    uses SDPA (flash where the GPU has it), which never holds the S x S scores.
+    ``attention`` overrides the model's default attention ("sdpa", "eager"). Every mode,
+    fastpath included, gets transformers' default: SDPA where the class has it (never
+    holding the S x S scores), eager otherwise (the loader's fastpath falls back the same).
 
     Raises:
         InputError: the estimate has no shape (the config lacks a size it needs), or
@@ -184,7 +191,7 @@ def estimate_workload(
         raise InputError(
             f"mode {mode!r} was not estimated: expected one of {', '.join(estimate.modes)}"
         )
-    impl = attention or ("sdpa" if mode == "fastpath" else shape.attention)
+    impl = attention or shape.attention
     weights = estimate.weights_bytes(mode)
     a = activation_bytes(mode)
     notes: list[str] = []
@@ -278,11 +285,13 @@ def _decoder_only(
     per_token_kv = shape.kv_bytes_per_token * a * b
     kv_prefill = _kv_tokens(shape, s, cap_at_window=False) * per_token_kv
 
-    residual = t * h * a
-    x_norm = t * h * a
-    norm_temps = 2 * t * h * 4 if (arch is None or arch.norm == "rms") else 0
+    hidden_live = arch.hidden_live if arch is not None else 3
+    fp32_hidden = arch.fp32_hidden if arch is not None else 1
+    # The model's embeddings, the layer's input, its residual and normed copies.
+    base = hidden_live * t * h * a + fp32_hidden * t * h * (4 if a < 4 else 0)
     rotary = 4 * b * s * hd * 4 if (arch is None or arch.rotary) else 0
     windowed = any(w is not None and s > w for w in shape.layer_windows)
+    hybrid = windowed and any(w is None for w in shape.layer_windows)
 
     # Attention: q, k, v, rotary temporaries, the output and its reshaped copy.
     qkv = t * (nh + 2 * nkv) * hd * a
@@ -292,18 +301,21 @@ def _decoder_only(
     mask = 0
     repeat = 0
     if attention == "eager":
-        # scores, + mask, fp32 softmax, softmax cast back (Gemma 2's softcap adds one).
-        live = 2 * a + 4 + (a if shape.attn_softcapping else 0)
+        # Per score: the product (and the next step's copy), softmax's fp32 upcast and
+        # output, the cast back; one float mask per kind of layer (sliding, full).
+        upcast = 4 if a < 4 else 0
+        live = max(2 * a, a + upcast + 4, 4 + a + (a if a < 4 else 0))
         scores = b * nh * s * s * live
-        mask = b * s * s * a
+        mask = (2 if hybrid else 1) * b * s * s * a
         repeat = 2 * t * nh * hd * a if nkv < nh else 0
     elif windowed:
-        mask = 3 * b * s * s  # bool masks: causal, window, their combination
+        mask = 2 * b * s * s  # bool masks: the window's and the combined one
         repeat = 2 * t * nh * hd * a if nkv < nh else 0
-    attention_phase = residual + x_norm + qkv + rope_temps + attn_out + scores + mask + repeat
+    attention_phase = base + qkv + rope_temps + attn_out + scores + mask + repeat
 
     mlp_live = arch.mlp_live if arch is not None else 3
-    mlp_phase = residual + x_norm + mlp_live * t * inter * a
+    mlp_phase = base + mlp_live * t * inter * a
+    residual = x_norm = t * h * a
     quant = 0
     if mode == "int8":
         # The up projection on x (after the gate's activation when gated), then the down
@@ -315,13 +327,11 @@ def _decoder_only(
         quant = max(0, up - mlp_phase, down - mlp_phase)
     elif mode == "nf4":
         quant = estimate.modes[mode].largest_quantized * a
-    norm_phase = residual + norm_temps + x_norm
-    activations = max(attention_phase, mlp_phase, norm_phase) + rotary
-    final = residual + norm_temps + x_norm
+    activations = max(attention_phase, mlp_phase) + rotary
     prefill = _Moment(
         "prefill",
         kv=kv_prefill,
-        activations=max(activations, final + rotary),
+        activations=activations,
         logits=_logits(b, shape.vocab, a),
         quantization=quant,
         fragmentation=int(FRAGMENTATION_OF_KV * kv_prefill),
@@ -358,10 +368,10 @@ def _encoder_decoder(
     residual = t * h * r
     x_norm = t * h * a
     norm_temps = 2 * t * h * 4
-    # Relative position bias: (1, heads, S, S) plus the mask added per batch row; bucket
-    # indices are int64 (S, S) with a few temporaries while it is computed.
-    bias = (b + 1) * nh * s * s * a
-    buckets = 4 * s * s * 8
+    # Relative position bias: (1, heads, S, S) (an all-ones mask adds nothing); while it
+    # is computed, six int64 (S, S) bucket temporaries and an fp32 log live at once.
+    bias = nh * s * s * a
+    buckets = s * s * (6 * 8 + 4)
     qkv = 3 * t * nh * hd * a
     attn_out = 2 * t * nh * hd * a
     scores = b * nh * s * s * (2 * a + 4) if attention == "eager" else 0
@@ -377,7 +387,7 @@ def _encoder_decoder(
     encoder = _Moment(
         "prefill",
         kv=0,
-        activations=max(attention_phase, mlp_phase, residual + buckets) + bias,
+        activations=max(attention_phase + bias, mlp_phase + bias, residual + buckets),
         logits=0,
         quantization=quant,
     )

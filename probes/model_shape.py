@@ -41,6 +41,11 @@ class Architecture:
     mlp_live: int = 3
     """Tensors of B x S x intermediate alive at the MLP's peak: 3 for gate/up/product,
     4 for GPT-2's gelu_new written out in Python, 2 for a plain ReLU."""
+    hidden_live: int = 3
+    """Tensors of B x S x hidden in the compute dtype alive inside a layer (the model's
+    embeddings, the layer's input, residual and normed copies), counted on CPU runs."""
+    fp32_hidden: int = 1
+    """Of those, extra fp32 copies (RMSNorm's upcast, Gemma's fp32 norms)."""
 
 
 ARCHITECTURES: Mapping[str, Architecture] = MappingProxyType(
@@ -49,10 +54,25 @@ ARCHITECTURES: Mapping[str, Architecture] = MappingProxyType(
         "mistral": Architecture("rms", True, "sdpa"),
         "qwen2": Architecture("rms", True, "sdpa"),
         "phi3": Architecture("rms", True, "sdpa", mlp_live=4),  # fused gate_up: 2I wide
-        "gemma2": Architecture("rms", True, "eager", extra_buffer_bytes=4),
-        "gpt2": Architecture("layer", False, "sdpa", conv1d=True, rotary=False, mlp_live=4),
-        "opt": Architecture("layer", False, "sdpa", rotary=False, mlp_live=2),
-        "bloom": Architecture("layer", False, "eager", rotary=False, mlp_live=4),
+        "gemma2": Architecture(
+            "rms", True, "eager", extra_buffer_bytes=4, hidden_live=2, fp32_hidden=3
+        ),
+        "gpt2": Architecture(
+            "layer",
+            False,
+            "sdpa",
+            conv1d=True,
+            rotary=False,
+            mlp_live=4,
+            hidden_live=6,
+            fp32_hidden=0,
+        ),
+        "opt": Architecture(
+            "layer", False, "sdpa", rotary=False, mlp_live=2, hidden_live=4, fp32_hidden=0
+        ),
+        "bloom": Architecture(
+            "layer", False, "eager", rotary=False, mlp_live=4, hidden_live=4, fp32_hidden=0
+        ),
         "t5": Architecture(
             "rms", False, "sdpa", rotary=False, keep_fp32=("wo",), encoder_decoder=True, mlp_live=2
         ),
