@@ -35,7 +35,9 @@ def test_workload_table_and_json(model: Path, capsys: pytest.CaptureFixture[str]
     assert code == 0
     assert "workload: generate() on batch 8 x 64 prompt tokens + 16 new tokens" in out
     assert "read from safetensors headers" in out
-    assert "supported: one GPU (GPU 0); longest seq at batch 8: 112, largest batch at seq 64:" in out
+    assert (
+        "supported: one GPU (GPU 0); longest seq at batch 8: 112, largest batch at seq 64:" in out
+    )
     code, out, _ = run(capsys, *argv, "--json")
     data = json.loads(out)["memory_fit"]
     assert data["workload"] == {"batch_size": 8, "seq_len": 64, "new_tokens": 16}
@@ -82,9 +84,7 @@ def test_workload_without_a_model_is_exit_2(capsys: pytest.CaptureFixture[str]) 
     assert "--seq-len describe a workload for a model: give --model PATH too" in err
 
 
-def test_max_memory_is_honoured_by_the_fit(
-    model: Path, capsys: pytest.CaptureFixture[str]
-) -> None:
+def test_max_memory_is_honoured_by_the_fit(model: Path, capsys: pytest.CaptureFixture[str]) -> None:
     base = ["audit", "--profile", "h100", "--model", str(model), "--modes", "fp16"]
     code, out, _ = run(capsys, *base, "--max-memory", "0=1KiB", "--json")
     fp16 = json.loads(out)["memory_fit"]["fits"]["fp16"]

@@ -91,7 +91,9 @@ def test_architecture_facts_match_transformers(models: dict[str, Path], model_ty
     conv1d = any(type(m).__name__ == "Conv1D" for m in model.modules())
     assert facts.conv1d == conv1d
     assert facts.encoder_decoder == bool(model.config.is_encoder_decoder)
-    assert not any(isinstance(m, torch.nn.Embedding) and "lm_head" in n for n, m in model.named_modules())
+    assert not any(
+        isinstance(m, torch.nn.Embedding) and "lm_head" in n for n, m in model.named_modules()
+    )
 
 
 def test_header_path_imports_no_torch(models: dict[str, Path]) -> None:
