@@ -93,7 +93,8 @@ class MemoryEstimate:
     shape_error: str = ""
     """Why there is no shape (what cannot be estimated beyond the weights)."""
     read_from: str = "meta-device"
-    """"safetensors-header" (fast, no torch) or "meta-device" (model built from config)."""
+    """"safetensors-header" or "config" (fast, no torch), or "meta-device" (the model
+    built from its config by transformers)."""
     largest_parameter: int = 0
 
     def weights_bytes(self, mode: str) -> int:
@@ -148,22 +149,31 @@ def estimate_model_memory(
             raise InputError(f"mode {mode!r} is not known: expected one of {', '.join(MODES)}")
     config_path = resolve_config_path(source)
     data, model_type = read_config(config_path)
-    if not meta_device and _header_path_applies(data, model_type):
-        tensors = read_checkpoint(config_path.parent)
+    if not meta_device and _fast_path_applies(data, model_type):
+        tensors = read_checkpoint(config_path.parent) if config_path.name == "config.json" else None
+        read_from = "safetensors-header"
+        if tensors is None:
+            from pytest_gpuinfer.probes.config_tensors import config_tensors
+
+            tensors = config_tensors(data, model_shape(data, str(config_path)))
+            read_from = "config"
         if tensors is not None:
-            return _from_headers(
+            estimate = _from_headers(
                 os.fspath(source), config_path, data, tensors, wanted, nf4_double_quant
             )
+            estimate.read_from = read_from
+            return estimate
     return _from_meta(os.fspath(source), config_path, data, model_type, wanted, nf4_double_quant)
 
 
-def _header_path_applies(data: dict[str, Any], model_type: str) -> bool:
-    # save_pretrained writes every field (transformers_version marks it); a hand-written
-    # config may rely on class defaults only transformers knows. Pre-quantized
-    # checkpoints store packed weights: the meta path reads their config instead.
+def _fast_path_applies(data: dict[str, Any], model_type: str) -> bool:
+    # A model type whose layout is modelled, with every size stated (a hand-written config
+    # may rely on class defaults only transformers knows). Pre-quantized checkpoints store
+    # packed weights: the meta path reads their config instead.
+    arch = ARCHITECTURES.get(model_type)
     return (
-        model_type in ARCHITECTURES
-        and "transformers_version" in data
+        arch is not None
+        and all(data.get(key) is not None for key in arch.required)
         and "quantization_config" not in data
     )
 
@@ -241,7 +251,7 @@ def _from_headers(
     model_type = str(data["model_type"])
     arch = ARCHITECTURES[model_type]
     shape = model_shape(data, str(config_path))
-    tied = bool(data.get("tie_word_embeddings", arch.encoder_decoder))
+    tied = shape.tie_word_embeddings
     _check_agreement(config_path, data, shape, header)
     tensors: list[WeightTensor] = []
     tied_groups: list[list[str]] = []
@@ -272,7 +282,9 @@ def _from_headers(
     )
     architectures = data.get("architectures")
     estimate.model_class = (
-        str(architectures[0]) if isinstance(architectures, list) and architectures else model_type
+        str(architectures[0])
+        if isinstance(architectures, list) and architectures
+        else arch.model_class
     )
     estimate.buffer_count = (2 if arch.rotary else 0) + (1 if arch.extra_buffer_bytes else 0)
     estimate.kept_in_full_precision = sorted({OUTPUT_EMBEDDING, *arch.keep_fp32})

@@ -46,38 +46,82 @@ class Architecture:
     embeddings, the layer's input, residual and normed copies), counted on CPU runs."""
     fp32_hidden: int = 1
     """Of those, extra fp32 copies (RMSNorm's upcast, Gemma's fp32 norms)."""
+    tied_default: bool = False
+    """The config class's ``tie_word_embeddings`` default."""
+    positions_default: int | None = None
+    """The config class's ``max_position_embeddings`` default (None: relative/ALiBi)."""
+    model_class: str = ""
+    """The generation class transformers builds for it."""
+    required: tuple[str, ...] = (
+        "hidden_size",
+        "intermediate_size",
+        "num_hidden_layers",
+        "num_attention_heads",
+        "vocab_size",
+    )
+    """Keys a config must state for the estimate to skip transformers (class defaults are
+    only in transformers)."""
 
+
+_GQA = (
+    "hidden_size",
+    "intermediate_size",
+    "num_hidden_layers",
+    "num_attention_heads",
+    "num_key_value_heads",
+    "vocab_size",
+)
 
 ARCHITECTURES: Mapping[str, Architecture] = MappingProxyType(
     {
-        "llama": Architecture("rms", True, "sdpa"),
-        "mistral": Architecture("rms", True, "sdpa"),
-        "qwen2": Architecture("rms", True, "sdpa"),
-        "phi3": Architecture("rms", True, "sdpa", mlp_live=4),  # fused gate_up: 2I wide
+        "llama": Architecture(
+            "rms", True, "sdpa", positions_default=2048, model_class="LlamaForCausalLM"
+        ),
+        "mistral": Architecture(
+            "rms", True, "sdpa", required=_GQA,
+            positions_default=131072, model_class="MistralForCausalLM",
+        ),
+        "qwen2": Architecture(
+            "rms", True, "sdpa", required=_GQA,
+            positions_default=32768, model_class="Qwen2ForCausalLM",
+        ),
+        "phi3": Architecture(  # fused gate_up: twice the intermediate width
+            "rms", True, "sdpa", mlp_live=4, required=_GQA,
+            positions_default=4096, model_class="Phi3ForCausalLM",
+        ),
         "gemma2": Architecture(
-            "rms", True, "eager", extra_buffer_bytes=4, hidden_live=2, fp32_hidden=3
+            "rms", True, "eager", extra_buffer_bytes=4, hidden_live=2, fp32_hidden=3,
+            tied_default=True, required=(*_GQA, "head_dim"),
+            positions_default=8192, model_class="Gemma2ForCausalLM",
         ),
         "gpt2": Architecture(
-            "layer",
-            False,
-            "sdpa",
-            conv1d=True,
-            rotary=False,
-            mlp_live=4,
-            hidden_live=6,
-            fp32_hidden=0,
+            "layer", False, "sdpa", conv1d=True, rotary=False, mlp_live=4, hidden_live=6,
+            fp32_hidden=0, tied_default=True,
+            required=("n_embd", "n_layer", "n_head", "vocab_size"),
+            positions_default=1024, model_class="GPT2LMHeadModel",
         ),
         "opt": Architecture(
-            "layer", False, "sdpa", rotary=False, mlp_live=2, hidden_live=4, fp32_hidden=0
+            "layer", False, "sdpa", rotary=False, mlp_live=2, hidden_live=4, fp32_hidden=0,
+            tied_default=True,
+            required=(
+                "hidden_size", "ffn_dim", "num_hidden_layers", "num_attention_heads",
+                "vocab_size",
+            ),
+            positions_default=2048, model_class="OPTForCausalLM",
         ),
         "bloom": Architecture(
-            "layer", False, "eager", rotary=False, mlp_live=4, hidden_live=4, fp32_hidden=0
+            "layer", False, "eager", rotary=False, mlp_live=4, hidden_live=4, fp32_hidden=0,
+            tied_default=True, required=("hidden_size", "n_layer", "n_head", "vocab_size"),
+            model_class="BloomForCausalLM",
         ),
         "t5": Architecture(
-            "rms", False, "sdpa", rotary=False, keep_fp32=("wo",), encoder_decoder=True, mlp_live=2
+            "rms", False, "sdpa", rotary=False, keep_fp32=("wo",), encoder_decoder=True,
+            mlp_live=2, tied_default=True,
+            required=("d_model", "d_kv", "d_ff", "num_layers", "num_heads", "vocab_size"),
+            model_class="T5ForConditionalGeneration",
         ),
     }
-)
+)  # fmt: skip
 """Model types whose workload the estimate models, by ``model_type``."""
 
 EMBEDDING_NAMES = frozenset(
@@ -172,7 +216,7 @@ def model_shape(data: Mapping[str, Any], where: str, *, attention: str | None = 
     arch = ARCHITECTURES.get(model_type)
     hidden = _positive(data, "hidden size", _ALIASES["hidden"], where)
     heads = _positive(data, "attention heads", _ALIASES["heads"], where)
-    encoder_decoder = bool(data.get("is_encoder_decoder"))
+    encoder_decoder = bool(data.get("is_encoder_decoder", arch.encoder_decoder if arch else False))
     if encoder_decoder:
         encoder_layers = _positive(data, "encoder layers", _ALIASES["layers"], where)
         layers = _first(data, ("num_decoder_layers",)) or encoder_layers
@@ -199,13 +243,19 @@ def model_shape(data: Mapping[str, Any], where: str, *, attention: str | None = 
         head_dim=int(head_dim),
         intermediate=int(intermediate),
         vocab=vocab,
-        max_positions=int(positions) if isinstance(positions, int) else None,
+        max_positions=(
+            int(positions)
+            if isinstance(positions, int)
+            else (arch.positions_default if arch else None)
+        ),
         layer_windows=windows,
         encoder_layers=int(encoder_layers),
         architecture=arch,
         attention=attention or (arch.attention if arch else "sdpa"),
         attn_softcapping=data.get("attn_logit_softcapping") is not None,
-        tie_word_embeddings=bool(data.get("tie_word_embeddings", False)),
+        tie_word_embeddings=bool(
+            data.get("tie_word_embeddings", arch.tied_default if arch else False)
+        ),
         gated_mlp=gated,
         extras={
             k: data[k]

@@ -143,7 +143,10 @@ def memory_fit_lines(fit: MemoryFit, *, judged: bool = True, width: int = 100) -
     """
     estimate = fit.estimate
     millions = estimate.parameter_count / 1e6
-    how = "safetensors headers" if estimate.read_from == "safetensors-header" else "meta device"
+    how = {
+        "safetensors-header": "safetensors headers",
+        "config": "its config, no weights",
+    }.get(estimate.read_from, "a meta-device build")
     work = fit.workload
     lines = [
         f"memory fit for {estimate.source} ({estimate.model_type}, {millions:,.1f}M "

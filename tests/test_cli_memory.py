@@ -123,7 +123,7 @@ def test_corrupt_checkpoint_is_one_line(
 
     broken = Path(shutil.copytree(model, tmp_path / "broken"))
     (broken / "model.safetensors").write_bytes(b"\xff" * 4)
-    code, out, err = run(capsys, "audit", "--profile", "t4", "--model", str(broken))
+    code, _, err = run(capsys, "audit", "--profile", "t4", "--model", str(broken))
     assert code == 2
     assert err == (
         f"gpuinfer: error: safetensors file '{broken / 'model.safetensors'}' is truncated: "

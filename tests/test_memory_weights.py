@@ -78,6 +78,34 @@ def test_headers_agree_with_the_meta_device(models: dict[str, Path], model_type:
 
 
 @pytest.mark.parametrize("model_type", sorted(SMALL))
+def test_config_alone_agrees_with_the_meta_device(
+    models: dict[str, Path], model_type: str, tmp_path: Path
+) -> None:
+    saved = json.loads((models[model_type] / "config.json").read_text())
+    # As save_pretrained writes it, and as a person writes it (sizes only).
+    minimal = {"model_type": model_type, "vocab_size": 100, **SMALL[model_type]}
+    if model_type in ("gemma2", "gpt2", "opt", "bloom", "t5"):
+        minimal = {**minimal, "tie_word_embeddings": saved.get("tie_word_embeddings", True)}
+    for name, config in (("saved", saved), ("minimal", minimal)):
+        (tmp_path / name).mkdir()
+        (tmp_path / name / "config.json").write_text(json.dumps(config))
+        fast = estimate_model_memory(tmp_path / name)
+        slow = estimate_model_memory(tmp_path / name, meta_device=True)
+        assert fast.read_from == "config", name
+        assert fast.parameter_count == slow.parameter_count, name
+        for mode in fast.modes:
+            assert fast.weights_bytes(mode) == slow.weights_bytes(mode), (name, mode)
+
+
+def test_config_without_every_size_is_built_by_transformers(tmp_path: Path) -> None:
+    # Mistral's class default has 8 KV heads: without the key only transformers knows.
+    config = {"model_type": "mistral", "vocab_size": 100, **SMALL["mistral"]}
+    del config["num_key_value_heads"]
+    (tmp_path / "config.json").write_text(json.dumps(config))
+    assert estimate_model_memory(tmp_path).read_from == "meta-device"
+
+
+@pytest.mark.parametrize("model_type", sorted(SMALL))
 def test_architecture_facts_match_transformers(models: dict[str, Path], model_type: str) -> None:
     import torch
 
@@ -91,6 +119,11 @@ def test_architecture_facts_match_transformers(models: dict[str, Path], model_ty
     conv1d = any(type(m).__name__ == "Conv1D" for m in model.modules())
     assert facts.conv1d == conv1d
     assert facts.encoder_decoder == bool(model.config.is_encoder_decoder)
+    default = type(model.config)()
+    assert facts.tied_default == bool(default.tie_word_embeddings)
+    positions = getattr(default, "max_position_embeddings", None)
+    assert facts.positions_default == positions
+    assert facts.model_class == type(model).__name__
     assert not any(
         isinstance(m, torch.nn.Embedding) and "lm_head" in n for n, m in model.named_modules()
     )
