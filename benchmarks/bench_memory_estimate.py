@@ -127,7 +127,7 @@ def main() -> None:
             results.append(json.loads(out.stdout.strip().splitlines()[-1]))
 
     def median(key: str) -> float:
-        return statistics.median(r[key] for r in results)
+        return float(statistics.median(r[key] for r in results))
 
     work = statistics.median(r["estimate_s"] + r["fit_s"] for r in results)
     cold = statistics.median(r["cold_estimate_s"] + r["cold_fit_s"] for r in results)

@@ -118,7 +118,7 @@ def write_model(directory: Path, config_values: dict[str, Any], device: str) -> 
     config.bos_token_id = 2
     if config.is_encoder_decoder:
         config.decoder_start_token_id = 0
-    auto = (
+    auto: Any = (
         transformers.AutoModelForSeq2SeqLM
         if config.is_encoder_decoder
         else transformers.AutoModelForCausalLM
@@ -144,13 +144,14 @@ class LiveBytes:
     def __init__(self, ignore: list[Any]) -> None:
         from torch.utils._python_dispatch import TorchDispatchMode
 
+        base: Any = TorchDispatchMode
         self.ignored = {t.untyped_storage().data_ptr() for t in ignore}
         self.live: dict[int, list[int]] = {}
         self.current = 0
         self.peak = 0
         tracker = self
 
-        class _Mode(TorchDispatchMode):
+        class _Mode(base):  # type: ignore[misc,valid-type]
             def __torch_dispatch__(
                 self, func: Any, types: Any, args: Any = (), kwargs: Any = None
             ) -> Any:
@@ -158,7 +159,7 @@ class LiveBytes:
                 tracker._see(out)
                 return out
 
-        self.mode = _Mode()
+        self.mode: Any = _Mode()
 
     def _see(self, out: Any) -> None:
         import torch
@@ -295,7 +296,7 @@ def gpu_child(
             stop = threading.Event()
             sampler = threading.Thread(target=_nvml_sampler, args=(stop, found), daemon=True)
             sampler.start()
-            error = ""
+            failure = ""
             began = time.perf_counter()
             try:
                 with torch.no_grad():
@@ -310,7 +311,7 @@ def gpu_child(
                 torch.cuda.synchronize()
                 del out
             except torch.cuda.OutOfMemoryError as oom:
-                error = f"OOM: {str(oom).splitlines()[0][:200]}"
+                failure = f"OOM: {str(oom).splitlines()[0][:200]}"
             seconds = time.perf_counter() - began
             time.sleep(0.01)
             stop.set()
@@ -335,7 +336,7 @@ def gpu_child(
                     "predicted_load": predicted.load_peak,
                     "prediction": predicted.to_dict(),
                     "generate_s": round(seconds, 2),
-                    "error": error,
+                    "error": failure,
                 }
             )
             del ids, mask
@@ -399,8 +400,8 @@ def main() -> int:
     out.mkdir(parents=True, exist_ok=True)
 
     if args.child:
-        rows = gpu_child(Path(args.child[0]), list(GPU_MODES), GPU_WORKLOADS)
-        print("ROWS " + json.dumps(rows))
+        found = gpu_child(Path(args.child[0]), list(GPU_MODES), GPU_WORKLOADS)
+        print("ROWS " + json.dumps(found))
         return 0
 
     import torch
@@ -469,7 +470,7 @@ def _environment(cpu: bool) -> dict[str, Any]:
 
     import torch
 
-    versions = {}
+    versions: dict[str, str | None] = {}
     for name in ("torch", "transformers", "accelerate", "bitsandbytes"):
         try:
             versions[name] = metadata.version(name)

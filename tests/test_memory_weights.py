@@ -44,7 +44,7 @@ def write_random_model(directory: Path, model_type: str, **overrides: Any) -> Pa
     from transformers.models.auto.configuration_auto import CONFIG_MAPPING
 
     config = CONFIG_MAPPING[model_type](**{"vocab_size": 100, **SMALL[model_type], **overrides})
-    auto = (
+    auto: Any = (
         transformers.AutoModelForSeq2SeqLM
         if config.is_encoder_decoder
         else transformers.AutoModelForCausalLM
@@ -216,7 +216,8 @@ def test_unknown_architecture_falls_back_to_the_meta_device(tmp_path: Path) -> N
         hidden_size=64, intermediate_size=128, num_hidden_layers=2, num_attention_heads=4,
         vocab_size=100,
     )  # fmt: skip
-    transformers.AutoModelForCausalLM.from_config(config).save_pretrained(tmp_path / "neox")
+    auto: Any = transformers.AutoModelForCausalLM
+    auto.from_config(config).save_pretrained(tmp_path / "neox")
     estimate = estimate_model_memory(tmp_path / "neox")
     assert estimate.read_from == "meta-device"
     assert estimate.model_type == "gpt_neox"
