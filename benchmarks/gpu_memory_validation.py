@@ -128,6 +128,8 @@ def write_model(directory: Path, config_values: dict[str, Any], device: str) -> 
         model = auto.from_config(config, dtype=torch.float16 if device != "cpu" else torch.float32)
     model.save_pretrained(directory)
     del model
+    if device != "cpu":
+        torch.cuda.empty_cache()  # the children measure; this process keeps nothing cached
     return directory
 
 
