@@ -2,7 +2,9 @@
 
 Each run happens in a fresh subprocess, so import costs and RSS growth are honest:
     python benchmarks/bench_memory_estimate.py [--runs 5]
-Targets: estimate + fit (with a planned device map) <= 3 s and <= 200 MB RSS growth,
+Targets: from a cold start (a fresh process, imports included) the estimate and the
+workload fit <= 3 s (the config of a known architecture is read without torch); with a
+planned device map (which needs the meta-device model) <= 3 s and <= 200 MB RSS growth,
 measured after torch/transformers/accelerate are imported. The first call in a process
 also pays transformers' lazy import of its modeling stack (seconds on a busy machine),
 so cold and warm figures are printed apart; the target is judged on the warm one.
@@ -31,6 +33,20 @@ LLAMA_70B = {
     "rope_theta": 500000.0,
 }
 TARGET_SECONDS = 3.0
+
+_COLD = r"""
+import json, sys, time
+start = time.perf_counter()
+from pytest_gpuinfer.probes.memory_fit import estimate_model_memory, fit_on_devices
+from pytest_gpuinfer.probes.memory_workload import Workload
+from pytest_gpuinfer.probes.report import GPUInfo
+gpus = [GPUInfo(i, free_memory_bytes=78 * 2**30, total_memory_bytes=80 * 2**30) for i in range(2)]
+estimate = estimate_model_memory(sys.argv[1])
+fit = fit_on_devices(estimate, gpus, workload=Workload(8, 4096, 256))
+print(json.dumps({"cold_s": time.perf_counter() - start, "read_from": estimate.read_from,
+                  "torch": "torch" in sys.modules}))
+"""
+"""A fresh process: import, estimate the weights and the workload, judge the fit (no plan)."""
 TARGET_RSS_MB = 200.0
 
 _CHILD = r"""
@@ -91,7 +107,16 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         (Path(tmp) / "config.json").write_text(json.dumps(LLAMA_70B))
         results = []
+        colds = []
         for _ in range(args.runs):
+            cold = subprocess.run(
+                [sys.executable, "-c", _COLD, tmp],
+                cwd=root,
+                capture_output=True,
+                text=True,
+                check=True,
+            )
+            colds.append(json.loads(cold.stdout.strip().splitlines()[-1]))
             out = subprocess.run(
                 [sys.executable, "-c", _CHILD, tmp],
                 cwd=root,
@@ -125,6 +150,13 @@ def main() -> None:
     )
     for row in last["rows"]:
         print("  ", " | ".join(row[:3]))
+    cold_start = statistics.median(c["cold_s"] for c in colds)
+    cold_verdict = "ok" if cold_start <= TARGET_SECONDS else "MISSED"
+    print(
+        f"cold start (fresh process: imports + estimate + workload fit, read from "
+        f"{colds[-1]['read_from']}, torch imported: {colds[-1]['torch']}): {cold_start:.2f} s "
+        f"(target {TARGET_SECONDS} s: {cold_verdict})"
+    )
     verdict_time = "ok" if work <= TARGET_SECONDS else "MISSED"
     verdict_rss = "ok" if growth <= TARGET_RSS_MB else "MISSED"
     print(f"first call in a fresh process (after imports): {cold:.2f} s")

@@ -111,7 +111,8 @@ def parse_max_memory(
     """Parse a per-device memory budget into the dict accelerate's ``max_memory`` takes.
 
     ``spec`` is either the CLI form ``"0=20GiB,1=20GiB,cpu=64GiB,disk=1TiB"`` (``0:20GiB``
-    works too) or a mapping like ``{0: "20GiB", "cpu": 64 * 2**30}``. Keys are GPU
+    works too), its JSON form ``'{"0": "20GiB", "cpu": "64GiB"}'``, or a mapping like
+    ``{0: "20GiB", "cpu": 64 * 2**30}``. Keys are GPU
     ordinals (ints or digit strings) or "mps", "cpu", "disk"; values go through
     :func:`parse_memory`. The result lists GPUs in ascending order, then mps, cpu, disk:
     the order accelerate fills devices in.
@@ -120,6 +121,8 @@ def parse_max_memory(
         InputError: an entry, key or value is malformed, or a device is named twice.
     """
     pairs: list[tuple[object, object]]
+    if isinstance(spec, str) and spec.strip().startswith("{"):
+        spec = _json_spec(spec, what)
     if isinstance(spec, str):
         pairs = list(_split_spec(spec, what))
     elif isinstance(spec, Mapping):
@@ -147,6 +150,23 @@ def parse_max_memory(
     gpus = sorted(k for k in budget if isinstance(k, int))
     ordered: list[MemoryKey] = [*gpus, *(k for k in NAMED_DEVICES if k in budget)]
     return {k: budget[k] for k in ordered}
+
+
+def _json_spec(spec: str, what: str) -> Mapping[object, object]:
+    import json
+
+    try:
+        data = json.loads(spec)
+    except ValueError as error:
+        raise InputError(
+            f"{what} {spec!r} is not valid JSON ({str(error).split(':')[0]}): expected "
+            """e.g. '{"0": "20GiB", "cpu": "64GiB"}' or 0=20GiB,cpu=64GiB"""
+        ) from None
+    if not isinstance(data, dict):
+        raise InputError(
+            f"{what} {spec!r} is not a JSON object: expected e.g. " """'{"0": "20GiB"}'"""
+        )
+    return data
 
 
 def _split_spec(spec: str, what: str) -> list[tuple[str, str]]:

@@ -4,10 +4,14 @@ from __future__ import annotations
 
 import textwrap
 from collections.abc import Sequence
+from typing import TYPE_CHECKING
 
 from pytest_gpuinfer.probes.architectures import tensor_core_precisions
 from pytest_gpuinfer.probes.memory_units import format_bytes
 from pytest_gpuinfer.probes.report import GPUInfo, Report, SoftwareStack, Verdict
+
+if TYPE_CHECKING:
+    from pytest_gpuinfer.probes.memory_fit import MemoryFit
 
 STACK_PACKAGES = ("torch", "transformers", "accelerate", "bitsandbytes", "optimum", "flash-attn")
 """The packages the header and the audit name, in this order."""
@@ -132,10 +136,54 @@ def audit_text(report: Report, *, width: int = 100) -> str:
     return "\n".join(lines)
 
 
-def memory_fit_lines(model: str, rows: Sequence[tuple[str, str, str, str]]) -> list[str]:
-    """The memory-fit table: (mode, weights, fits where, reason) per row."""
-    lines = [f"memory fit for {model}", f"{'mode':<9}{'weights':>11}  fits / reason", "-" * 100]
-    for mode, weights, where, reason in rows:
-        lines.append(f"{mode:<9}{weights:>11}  {where}")
-        lines.extend(" " * 22 + chunk for chunk in _wrap(reason, 78))
+def memory_fit_lines(fit: MemoryFit, *, judged: bool = True, width: int = 100) -> list[str]:
+    """The memory-fit table: per mode the predicted peak, its parts, where it fits.
+
+    ``judged=False`` (no GPU here) prints the predictions without fit verdicts.
+    """
+    estimate = fit.estimate
+    millions = estimate.parameter_count / 1e6
+    how = {
+        "safetensors-header": "safetensors headers",
+        "config": "its config, no weights",
+    }.get(estimate.read_from, "a meta-device build")
+    work = fit.workload
+    lines = [
+        f"memory fit for {estimate.source} ({estimate.model_type}, {millions:,.1f}M "
+        f"parameters; read from {how})",
+        f"workload: generate() on batch {work.batch_size} x {work.seq_len} prompt tokens "
+        f"+ {work.new_tokens} new tokens",
+    ]
+    lines.extend(f"warning: {w}" for w in fit.warnings)
+    columns = ("weights", "KV cache", "activ.", "bnb buf", "allocator", "context", "peak")
+    lines.append(f"{'mode':<9}" + "".join(f"{c:>11}" for c in columns))
+    lines.append("-" * min(width, 100))
+    for mode, row in zip(fit.fits, fit.rows(), strict=True):
+        mode_fit = fit.fits[mode]
+        predicted = mode_fit.workload
+        if predicted is not None:
+            parts = predicted.parts()
+            values = [
+                parts["weights"],
+                parts["kv_cache"],
+                parts["activations"] + parts["logits"],
+                parts["quantization_buffers"],
+                parts["allocator"],
+                parts["cuda_context"],
+                predicted.peak_bytes,
+            ]
+            cells = "".join(f"{format_bytes(v):>11}" for v in values)
+        else:
+            cells = f"{format_bytes(mode_fit.weights_bytes):>11}" + f"{'?':>11}" * 5
+            cells += f"{format_bytes(mode_fit.needed_bytes):>11}"
+        lines.append(f"{mode:<9}{cells}")
+        if judged:
+            status = mode_fit.status.value
+            lines.extend(" " * 9 + chunk for chunk in _wrap(f"{status}: {row[2]}", width - 9))
+            lines.extend(" " * 9 + chunk for chunk in _wrap(row[3], width - 9))
+    if not judged:
+        lines.append(
+            "no GPU here: these are predictions only; judge a GPU with --profile NAME "
+            "(see `gpuinfer profiles`)"
+        )
     return lines

@@ -1,7 +1,9 @@
 """``gpuinfer``: audit this machine (or a simulated GPU) for Hugging Face inference modes.
 
-Exit codes: 0 every requested mode runs (and the model fits, when one is given);
-1 some mode does not; 2 bad input. ``--strict`` also fails on "degraded".
+Exit codes: 0 every requested mode runs (and the model's workload fits, when one is
+given); 1 some mode does not; 2 bad input. ``--strict`` also fails on "degraded". Without
+a GPU (and without ``--profile``) the memory fit is shown as predictions only and does
+not change the exit code.
 """
 
 from __future__ import annotations
@@ -10,10 +12,13 @@ import argparse
 import json
 import sys
 from collections.abc import Sequence
-from typing import NoReturn
+from typing import TYPE_CHECKING, NoReturn
 
 from pytest_gpuinfer.probes.errors import InputError
 from pytest_gpuinfer.probes.report import MODES, Report, Status, parse_modes
+
+if TYPE_CHECKING:
+    from pytest_gpuinfer.probes.memory_workload import Workload
 
 EXIT_OK = 0
 EXIT_NOT_SUPPORTED = 1
@@ -49,8 +54,10 @@ def _build_parser() -> argparse.ArgumentParser:
     audit.add_argument(
         "--max-memory",
         metavar="SPEC",
-        help='memory per device for the planned device map, e.g. "0=20GiB,cpu=64GiB"',
+        help='memory per device for the fit and the planned device map, e.g. "0=20GiB,cpu=64GiB" '
+        """or JSON '{"0": "20GiB", "cpu": "64GiB"}'""",
     )
+    _add_workload_arguments(audit)
     audit.add_argument("--json", action="store_true", help="print the whole report as JSON")
     audit.add_argument(
         "--verify",
@@ -75,6 +82,48 @@ def _build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _add_workload_arguments(audit: argparse.ArgumentParser) -> None:
+    from pytest_gpuinfer.probes.memory_workload import (
+        DEFAULT_BATCH_SIZE,
+        DEFAULT_NEW_TOKENS,
+        DEFAULT_SEQ_LEN,
+    )
+
+    for flag, default, what in (
+        ("--batch-size", DEFAULT_BATCH_SIZE, "prompts per generate() call"),
+        ("--seq-len", DEFAULT_SEQ_LEN, "prompt tokens (an encoder-decoder's encoder input)"),
+        ("--new-tokens", DEFAULT_NEW_TOKENS, "tokens generate() adds"),
+    ):
+        audit.add_argument(
+            flag,
+            metavar="N",
+            type=int,
+            default=None,
+            help=f"workload for --model: {what} (default {default})",
+        )
+
+
+def _workload(args: argparse.Namespace) -> Workload:
+    from pytest_gpuinfer.probes.memory_workload import Workload
+
+    given = {
+        name: value
+        for name, value in (
+            ("batch_size", args.batch_size),
+            ("seq_len", args.seq_len),
+            ("new_tokens", args.new_tokens),
+        )
+        if value is not None
+    }
+    if given and args.model is None:
+        flags = ", ".join("--" + name.replace("_", "-") for name in given)
+        raise InputError(f"{flags} describe a workload for a model: give --model PATH too")
+    try:
+        return Workload(**given)
+    except InputError as error:
+        raise InputError(f"--{str(error).replace('_', '-', 1)}") from None
+
+
 def _exit_code(report: Report, modes: Sequence[str], strict: bool) -> int:
     allowed = {Status.SUPPORTED} if strict else {Status.SUPPORTED, Status.DEGRADED}
     if any(report.verdicts[mode].status not in allowed for mode in modes):
@@ -95,20 +144,25 @@ def _audit(args: argparse.Namespace) -> int:
     if args.max_memory is not None:
         from pytest_gpuinfer.probes.memory_units import parse_max_memory
 
-        max_memory = parse_max_memory(args.max_memory)
+        max_memory = parse_max_memory(args.max_memory, what="--max-memory")
+    workload = _workload(args)
     report = probe(args.profile, verify=args.verify, modes=modes)
     fit_rows: list[str] = []
     if args.model is not None:
-        from pytest_gpuinfer.probes.memory_fit import estimate_model_memory, fit_on_devices
-
-        estimate = estimate_model_memory(args.model, modes=modes)
-        fit = fit_on_devices(estimate, report.gpus, max_memory=max_memory)
-        report.memory_fit = fit.to_dict()
+        from pytest_gpuinfer.probes.memory_fit import (
+            check_max_memory,
+            estimate_model_memory,
+            fit_on_devices,
+        )
         from pytest_gpuinfer.probes.render import memory_fit_lines
 
-        millions = estimate.parameter_count / 1e6
-        label = f"{estimate.source} ({estimate.model_type}, {millions:,.1f}M parameters)"
-        fit_rows = memory_fit_lines(label, fit.rows())
+        if max_memory is not None:
+            check_max_memory(max_memory, report.gpus)  # before the estimate: exit 2 fast
+        estimate = estimate_model_memory(args.model, modes=modes)
+        fit = fit_on_devices(estimate, report.gpus, max_memory=max_memory, workload=workload)
+        report.memory_fit = fit.to_dict()
+        report.memory_fit["judged"] = bool(report.gpus)
+        fit_rows = memory_fit_lines(fit, judged=bool(report.gpus))
     elif max_memory is not None:
         raise InputError("--max-memory plans a device map for a model: give --model PATH too")
     if args.json:

@@ -24,7 +24,8 @@ if TYPE_CHECKING:
 
 MARKER_LINE = (
     "gpuinfer(modes=[...], gpus=N, compute_capability='>=7.5', free_memory='8GiB', "
-    "total_memory='24GiB', tensor_cores=['int8'], packages={'bitsandbytes': '>=0.45'}): "
+    "total_memory='24GiB', tensor_cores=['int8'], packages={'bitsandbytes': '>=0.45'}, "
+    "workload={'model': PATH, 'batch_size': 8, 'seq_len': 2048, 'new_tokens': 64}): "
     "run the test only where these hold (pytest-gpuinfer); unmet: skip, or fail with "
     "--gpuinfer-strict"
 )

@@ -24,8 +24,15 @@ KEYWORDS: tuple[str, ...] = (
     "total_memory",
     "tensor_cores",
     "packages",
+    "workload",
 )
 """Every keyword the marker takes."""
+
+WORKLOAD_KEYS: tuple[str, ...] = ("model", "batch_size", "seq_len", "new_tokens")
+"""What ``workload={...}`` takes; ``model`` is required, the rest default as the audit."""
+
+DEFAULT_WORKLOAD_MODE = "fp16"
+"""The mode a workload is judged in when neither the test nor the mark names one."""
 
 _CLAUSE = re.compile(r"\s*(>=|<=|==|!=|>|<)\s*(\d+)(?:\.(\d+))?\s*")
 
@@ -85,6 +92,8 @@ class Requirements:
     total_memory_bytes: int | None = None
     tensor_cores: tuple[str, ...] = ()
     packages: Mapping[str, str] = field(default_factory=dict)
+    workload: Mapping[str, Any] | None = None
+    """{"model": path, "batch_size": B, "seq_len": S, "new_tokens": N}, validated."""
     raw: Mapping[str, Any] = field(default_factory=dict)
     """The keywords as written (merged), for reports."""
     marked: bool = False
@@ -103,6 +112,7 @@ class Requirements:
             or self.free_memory_bytes is not None
             or self.total_memory_bytes is not None
             or bool(self.tensor_cores)
+            or self.workload is not None
         )
 
     @property
@@ -188,6 +198,34 @@ def _packages(value: object) -> dict[str, str]:
     return packages
 
 
+def _workload(value: object) -> dict[str, Any]:
+    import os
+
+    example = "expected a dict such as {'model': 'path/to/model', 'batch_size': 8, 'seq_len': 2048}"
+    if not isinstance(value, Mapping) or not value:
+        raise RequirementError(f"workload={value!r} is not a non-empty dict; {example}")
+    unknown = [k for k in value if k not in WORKLOAD_KEYS]
+    if unknown:
+        raise RequirementError(
+            f"workload={value!r}: unknown key {unknown[0]!r}; expected keys "
+            f"{', '.join(WORKLOAD_KEYS)}"
+        )
+    model = value.get("model")
+    if not isinstance(model, str | os.PathLike) or not os.fspath(model):
+        raise RequirementError(f"workload={value!r} has no 'model' path; {example}")
+    workload: dict[str, Any] = {"model": os.fspath(model)}
+    for key, low in (("batch_size", 1), ("seq_len", 1), ("new_tokens", 0)):
+        if key not in value:
+            continue
+        number = value[key]
+        if isinstance(number, bool) or not isinstance(number, int) or number < low:
+            raise RequirementError(
+                f"workload={value!r}: {key}={number!r} is not a whole number >= {low}"
+            )
+        workload[key] = number
+    return workload
+
+
 def _gpus(value: object) -> int:
     if isinstance(value, bool) or not isinstance(value, int) or value < 1:
         raise RequirementError(f"gpus={value!r} is not a whole number >= 1")
@@ -237,6 +275,8 @@ def parse(marks: Iterable[tuple[tuple[Any, ...], Mapping[str, Any]]]) -> Require
                     )
             elif key == "gpus":
                 scalars.setdefault(key, _gpus(value))
+            elif key == "workload":
+                scalars.setdefault(key, _workload(value))
             elif key == "compute_capability":
                 scalars.setdefault(key, parse_capability_spec(value))
             else:
@@ -258,6 +298,7 @@ def parse(marks: Iterable[tuple[tuple[Any, ...], Mapping[str, Any]]]) -> Require
         total_memory_bytes=scalars.get("total_memory"),
         tensor_cores=tuple(tensor_cores),
         packages=packages,
+        workload=scalars.get("workload"),
         raw=raw,
         marked=marked,
     )
@@ -347,7 +388,8 @@ def evaluate(
 
     gpus = usable_gpus(report)
     per_gpu = (
-        requirements.compute_capability is not None
+        requirements.workload is not None
+        or requirements.compute_capability is not None
         or requirements.free_memory_bytes is not None
         or requirements.total_memory_bytes is not None
         or bool(requirements.tensor_cores)
@@ -364,6 +406,13 @@ def evaluate(
         if no_gpu_reason:
             found += f" ({no_gpu_reason})"
         reasons.append(f"needs gpus={requirements.gpus}; found {found}")
+
+    if requirements.workload is not None and gpus:
+        judged_modes = (mode,) if mode is not None else requirements.modes
+        for judged in judged_modes or (DEFAULT_WORKLOAD_MODE,):
+            reason = workload_reason(requirements.workload, judged, gpus[0])
+            if reason:
+                reasons.append(reason)
 
     checked = gpus[: requirements.gpus_needed] if per_gpu else []
     for gpu in checked:
@@ -434,8 +483,53 @@ def evaluate(
     return reasons
 
 
+@functools.lru_cache(maxsize=64)
+def _predicted(model: str, mode: str, batch: int, seq: int, new: int) -> Any:
+    from pytest_gpuinfer.probes.memory_fit import estimate_workload_of
+
+    return estimate_workload_of(model, mode, batch, seq, new)
+
+
+def workload_reason(workload: Mapping[str, Any], mode: str, gpu: GPUInfo) -> str | None:
+    """Why ``workload`` would not fit ``gpu`` in ``mode`` (None when it fits), with figures."""
+    from pytest_gpuinfer.probes.errors import InputError
+    from pytest_gpuinfer.probes.memory_units import format_bytes
+    from pytest_gpuinfer.probes.memory_workload import (
+        DEFAULT_BATCH_SIZE,
+        DEFAULT_NEW_TOKENS,
+        DEFAULT_SEQ_LEN,
+    )
+
+    batch = int(workload.get("batch_size", DEFAULT_BATCH_SIZE))
+    seq = int(workload.get("seq_len", DEFAULT_SEQ_LEN))
+    new = int(workload.get("new_tokens", DEFAULT_NEW_TOKENS))
+    what = f"workload {batch} x {seq} + {new} new tokens of {workload['model']} in {mode}"
+    try:
+        predicted = _predicted(str(workload["model"]), mode, batch, seq, new)
+    except InputError as error:
+        return f"{what} cannot be estimated: {error}"
+    free = gpu.free_memory_bytes
+    if free is None:
+        why = gpu.unknown.get("free_memory_bytes", "not read")
+        peak = format_bytes(predicted.peak_bytes)
+        return f"{what} needs {peak}; {_gpu_label(gpu)} free memory is unknown ({why})"
+    if predicted.peak_bytes <= free:
+        return None
+    parts = ", ".join(
+        f"{name.replace('_', ' ')} {format_bytes(size)}"
+        for name, size in predicted.parts().items()
+        if size
+    )
+    return (
+        f"{what} needs {format_bytes(predicted.peak_bytes)} at its {predicted.peak_moment} "
+        f"peak ({parts}); found {format_bytes(free)} free on {_gpu_label(gpu)}"
+    )
+
+
 def _describe_per_gpu(requirements: Requirements) -> str:
     parts = []
+    if requirements.workload is not None:
+        parts.append(f"workload of {requirements.workload['model']}")
     if requirements.compute_capability is not None:
         parts.append(f"compute_capability {requirements.compute_capability.text}")
     if requirements.free_memory_bytes is not None:

@@ -19,6 +19,7 @@ from pytest_gpuinfer.probes.memory_fit import (
     needed_bytes,
 )
 from pytest_gpuinfer.probes.memory_units import parse_max_memory
+from pytest_gpuinfer.probes.memory_workload import Workload, estimate_workload
 from pytest_gpuinfer.probes.report import MODES, GPUInfo, Status
 
 GiB = 2**30
@@ -283,15 +284,15 @@ def test_fits_on_one_gpu(llama_1b: MemoryEstimate) -> None:
     assert fp16.status is Status.SUPPORTED
     assert fp16.placement == "single-gpu"
     assert fp16.gpus == [1]
-    assert fp16.needed_bytes == needed_bytes("fp16", llama_1b.weights_bytes("fp16"))
+    predicted = estimate_workload(llama_1b, "fp16", Workload())
+    assert fp16.needed_bytes == predicted.peak_reserved_bytes
+    assert fp16.needed_bytes > needed_bytes("fp16", llama_1b.weights_bytes("fp16")) * 0.9
     assert "GPU 1 has" in fp16.reason
 
 
 def test_margins(llama_1b: MemoryEstimate) -> None:
-    weights = llama_1b.weights_bytes("fp16")
-    need = needed_bytes("fp16", weights)
-    assert need == pytest.approx(weights * 1.10, abs=1)
-    assert needed_bytes("int8", 900) == 1000  # transformers' 0.90 max_memory factor
+    need = estimate_workload(llama_1b, "fp16", Workload()).peak_reserved_bytes
+    assert needed_bytes("int8", 900) == 1000  # weights-only floor: transformers' 0.90 factor
     just_enough = GPUInfo(
         0, free_memory_bytes=need + CUDA_CONTEXT_BYTES, total_memory_bytes=need * 2
     )
@@ -317,6 +318,7 @@ def test_does_not_fit(llama_1b: MemoryEstimate) -> None:
     fp32 = fit_on_devices(llama_1b, [gpu(0, 1, 2)]).fits["fp32"]
     assert (fp32.status, fp32.placement) == (Status.UNSUPPORTED, "none")
     assert "largest GPU 0 has 1.00 GiB free, 2.00 GiB total" in fp32.reason
+    assert fp32.best is not None and fp32.best.max_seq_len is None  # not one token fits
 
 
 def test_unknown_memory_gives_unknown_with_reason(llama_1b: MemoryEstimate) -> None:
@@ -341,13 +343,70 @@ def test_to_dict_is_json_and_rows(llama_1b: MemoryEstimate) -> None:
     fit = fit_on_devices(llama_1b, [gpu(0, 20, 24)])
     data = fit.to_dict()
     assert json.loads(json.dumps(data)) == data
-    assert set(data) == {"estimate", "margins", "max_memory", "fits", "device_plans"}
-    assert data["fits"]["fp16"]["status"] == "supported"
+    assert set(data) == {
+        "estimate",
+        "workload",
+        "margins",
+        "max_memory",
+        "fits",
+        "device_plans",
+        "warnings",
+    }
+    fp16 = data["fits"]["fp16"]
+    assert fp16["status"] == "supported"
+    assert set(fp16["workload"]["parts"]) == {
+        "weights",
+        "kv_cache",
+        "activations",
+        "logits",
+        "quantization_buffers",
+        "allocator",
+        "cuda_context",
+    }
+    assert sum(fp16["workload"]["parts"].values()) == fp16["workload"]["peak_bytes"]
+    assert fp16["max_seq_len"] > 512 and fp16["max_batch_size"] > 1
     assert data["estimate"]["parameter_count"] == 1_100_048_384
     assert "meta_model" not in data["estimate"]
     rows = fit.rows()
     assert [row[0] for row in rows] == list(MODES)
-    assert rows[1][:3] == ("fp16", "2.05 GiB", "one GPU (GPU 0)")
+    assert rows[1][2].startswith("one GPU (GPU 0); longest seq at batch 1: ")
+
+
+def test_longest_sequence_and_largest_batch_are_the_edges(llama_1b: MemoryEstimate) -> None:
+    work = Workload(4, 1024, 16)
+    # On a roomy GPU the sequence stops at the model's 2048 positions, new tokens included.
+    roomy = fit_on_devices(llama_1b, [gpu(0, 40, 40)], workload=work).fits["fp16"].best
+    assert roomy is not None and roomy.max_seq_len == 2048 - 16
+    fit = fit_on_devices(llama_1b, [gpu(0, 3.2, 16)], workload=work)
+    best = fit.fits["fp16"].best
+    assert best is not None and best.usable_bytes is not None
+    assert best.max_seq_len is not None and best.max_batch_size is not None
+
+    def peak(batch: int, seq: int) -> int:
+        return estimate_workload(llama_1b, "fp16", Workload(batch, seq, 16)).peak_reserved_bytes
+
+    assert peak(4, best.max_seq_len) <= best.usable_bytes < peak(4, best.max_seq_len + 1)
+    assert peak(best.max_batch_size, 1024) <= best.usable_bytes
+    assert peak(best.max_batch_size + 1, 1024) > best.usable_bytes
+
+
+def test_max_memory_caps_the_fit(llama_1b: MemoryEstimate) -> None:
+    roomy = [gpu(0, 70, 80), gpu(1, 70, 80)]
+    fp16 = fit_on_devices(llama_1b, roomy, {0: 1024}, plan=False).fits["fp16"]
+    assert (fp16.status, fp16.placement) == (Status.UNSUPPORTED, "none")
+    assert "a budget of 1.00 KiB" in fp16.reason
+    offload = fit_on_devices(llama_1b, roomy, {0: 1024, "cpu": 64 * GiB}, plan=False)
+    assert offload.fits["fp16"].placement == "offload"
+    assert offload.fits["fp16"].status is Status.DEGRADED
+    only_gpu1 = fit_on_devices(llama_1b, roomy, {1: 20 * GiB}, plan=False).fits["fp16"]
+    assert (only_gpu1.placement, only_gpu1.gpus) == ("single-gpu", [1])
+
+
+def test_max_memory_for_a_missing_gpu_is_refused(llama_1b: MemoryEstimate) -> None:
+    with pytest.raises(InputError, match=r"budget to GPU 7, but the judged machine has GPU 0:"):
+        fit_on_devices(llama_1b, [gpu(0, 8, 8)], {7: GiB})
+    with pytest.raises(InputError, match="has no GPU"):
+        fit_on_devices(llama_1b, [], {0: GiB})
 
 
 # ----------------------------------------------------------------------------- device maps
@@ -360,6 +419,7 @@ def test_device_map_spills_to_cpu_and_disk(tmp_path: Path) -> None:
     # ~3.2 MiB per layer in fp16: a few layers on GPU 0, a few on cpu, the rest on disk.
     budget = parse_max_memory("0=8MiB,cpu=8MiB")
     fit = fit_on_devices(estimate, [gpu(0, 8, 8)], budget)
+    assert fit.fits["fp16"].placement == "offload"
     fp16 = fit.device_plans["fp16"]
     assert list(fp16.devices) == ["0", "cpu", "disk"]
     assert all(v["modules"] > 0 and v["bytes"] > 0 for v in fp16.devices.values())
@@ -391,7 +451,9 @@ def test_device_map_whole_model_on_gpu(tmp_path: Path) -> None:
 def test_plan_from_estimate_read_back_without_model(tmp_path: Path) -> None:
     estimate = estimate_model_memory(write_model(tmp_path, TINY_LLAMA), ["fp16"])
     estimate.meta_model = None
-    plan = fit_on_devices(estimate, [], {"cpu": GiB}).device_plans["fp16"]
+    fit = fit_on_devices(estimate, [], {"cpu": GiB})
+    assert fit.fits["fp16"].placement == "offload"
+    plan = fit.device_plans["fp16"]
     assert plan.device_map == {"": "cpu"}
 
 

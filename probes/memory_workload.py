@@ -1,0 +1,404 @@
+"""The peak GPU memory of a workload: weights + KV cache + activations + buffers + context.
+
+A workload is ``generate()`` on ``batch_size`` prompts of ``seq_len`` tokens producing
+``new_tokens`` more (an encoder-decoder: ``seq_len`` encoder tokens, ``new_tokens``
+decoder tokens). The peak is the largest of three moments, each a sum of parts:
+
+* the prefill: every layer's K/V at ``seq_len`` tokens (sliding-window layers too: they
+  keep a view of the full tensor until the first decode step) plus the largest set of
+  intermediates alive inside one layer; logits for the last position only
+  (``logits_to_keep=1``), in fp32 as generate copies them;
+* the end of decoding: K/V at ``seq_len + new_tokens`` (sliding layers capped at their
+  window), plus one layer's K/V twice while ``torch.cat`` grows it.
+
+Loading is reported apart (``load_peak``): int8/nf4 weights arrive in 16 bits and are
+quantized on the GPU, so the caching allocator reserves about the 16-bit size while
+loading (REFERENCE §9), but gives those cached blocks back when a later allocation needs
+them: a quantized model loads on a GPU smaller than its 16-bit weights.
+
+Pure arithmetic on :class:`probes.model_shape.ModelShape`: no torch.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+from pytest_gpuinfer.probes.errors import InputError
+from pytest_gpuinfer.probes.memory_units import format_bytes
+from pytest_gpuinfer.probes.memory_weights import MemoryEstimate
+from pytest_gpuinfer.probes.model_shape import ModelShape
+from pytest_gpuinfer.probes.modes import MODE_INFO, dtype_bytes
+
+CUDA_CONTEXT_BYTES = 500 * 2**20
+"""What a CUDA process holds outside torch's allocator: the context and the loaded kernel
+images (NVML's process memory minus ``max_memory_reserved``; 300-600 MiB on recent
+drivers)."""
+
+LIBRARY_WORKSPACE_BYTES = 64 * 2**20
+"""cuBLAS/cuBLASLt workspaces and the small-block pool generate() fills: inside torch's
+allocator, so in ``max_memory_reserved``."""
+
+FRAGMENTATION_OF_KV = 0.75
+"""Reserved-but-unusable memory at the prefill peak, as a fraction of the prefill K/V: each
+layer's K/V are carved out of blocks the previous layer's intermediates freed, so the next
+layer's intermediates need fresh segments. Calibrated on REFERENCE §9 (1.1B Llama,
+8 x 2048 and 32 x 1024, fp16/int8/nf4: all six within -4 %..+8 %)."""
+
+LOGITS_FP32_COPIES = 3
+"""generate() copies the last logits to fp32, the min_new_tokens processor clones them."""
+
+DEFAULT_BATCH_SIZE = 1
+DEFAULT_SEQ_LEN = 512
+DEFAULT_NEW_TOKENS = 64
+
+
+@dataclass(frozen=True)
+class Workload:
+    """``generate()`` on ``batch_size`` x ``seq_len`` prompt tokens, ``new_tokens`` more."""
+
+    batch_size: int = DEFAULT_BATCH_SIZE
+    seq_len: int = DEFAULT_SEQ_LEN
+    new_tokens: int = DEFAULT_NEW_TOKENS
+
+    def __post_init__(self) -> None:
+        for name, low in (("batch_size", 1), ("seq_len", 1), ("new_tokens", 0)):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int) or value < low:
+                raise InputError(f"{name} {value!r} is not valid: expected a whole number >= {low}")
+
+    def to_dict(self) -> dict[str, int]:
+        return {
+            "batch_size": self.batch_size,
+            "seq_len": self.seq_len,
+            "new_tokens": self.new_tokens,
+        }
+
+
+@dataclass
+class WorkloadEstimate:
+    """The predicted peak of one workload in one mode, and its parts (bytes)."""
+
+    mode: str
+    workload: Workload
+    weights: int
+    kv_cache: int
+    """K/V alive at the peak moment (prefill: at seq_len; decoding: at seq_len + new)."""
+    kv_cache_final: int
+    """K/V after the last new token (sliding layers capped at their window)."""
+    activations: int
+    """The largest set of intermediates alive at once (excluding K/V and logits)."""
+    logits: int
+    quantization_buffers: int
+    """bitsandbytes: int8 copies of inputs, int32 products, nf4 dequantized weights."""
+    allocator: int
+    """The caching allocator's fragmentation and library workspaces."""
+    load_peak: int
+    """Reserved while loading (int8/nf4 pass through 16 bits); cached, not needed: not in
+    the peak."""
+    cuda_context: int = CUDA_CONTEXT_BYTES
+    peak_moment: str = "prefill"
+    """"prefill" or "decode": which moment sets the peak."""
+    attention: str = "sdpa"
+    notes: list[str] = field(default_factory=list)
+
+    @property
+    def peak_reserved_bytes(self) -> int:
+        """What ``torch.cuda.max_memory_reserved()`` should show for the run."""
+        return (
+            self.weights
+            + self.kv_cache
+            + self.activations
+            + self.logits
+            + self.quantization_buffers
+            + self.allocator
+        )
+
+    @property
+    def allocated_dynamic_bytes(self) -> int:
+        """Bytes of tensors the run itself allocates at its peak (no weights, no allocator
+        slack): what a live-tensor count on a CPU run measures."""
+        return self.kv_cache + self.activations + self.logits + self.quantization_buffers
+
+    @property
+    def peak_bytes(self) -> int:
+        """The process's peak GPU memory, CUDA context included (what NVML shows)."""
+        return self.peak_reserved_bytes + self.cuda_context
+
+    def parts(self) -> dict[str, int]:
+        return {
+            "weights": self.weights,
+            "kv_cache": self.kv_cache,
+            "activations": self.activations,
+            "logits": self.logits,
+            "quantization_buffers": self.quantization_buffers,
+            "allocator": self.allocator,
+            "cuda_context": self.cuda_context,
+        }
+
+    def summary(self) -> str:
+        """ "3.71 GiB = weights 2.05 GiB + KV 0.70 GiB + ... (peak at prefill)"."""
+        shown = [f"{k.replace('_', ' ')} {format_bytes(v)}" for k, v in self.parts().items() if v]
+        text = f"{format_bytes(self.peak_bytes)} = " + " + ".join(shown)
+        return f"{text} (peak at {self.peak_moment})"
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "mode": self.mode,
+            "workload": self.workload.to_dict(),
+            "peak_bytes": self.peak_bytes,
+            "peak_reserved_bytes": self.peak_reserved_bytes,
+            "peak_moment": self.peak_moment,
+            "parts": self.parts(),
+            "kv_cache_final_bytes": self.kv_cache_final,
+            "load_peak_bytes": self.load_peak,
+            "attention": self.attention,
+            "notes": list(self.notes),
+        }
+
+
+def activation_bytes(mode: str) -> int:
+    """Bytes per activation element: the compute dtype (int8/nf4 compute in fp16)."""
+    name = MODE_INFO[mode].weight_dtype or "float16"
+    return dtype_bytes(name) or 2
+
+
+def estimate_workload(
+    estimate: MemoryEstimate,
+    mode: str,
+    workload: Workload,
+    *,
+    attention: str | None = None,
+    cuda_context: int = CUDA_CONTEXT_BYTES,
+) -> WorkloadEstimate:
+    """The predicted peak of ``workload`` in ``mode`` for the model of ``estimate``.
+
+    ``attention`` overrides the model's default attention ("sdpa", "eager"). Every mode,
+    fastpath included, gets transformers' default: SDPA where the class has it (never
+    holding the S x S scores), eager otherwise (the loader's fastpath falls back the same).
+
+    Raises:
+        InputError: the estimate has no shape (the config lacks a size it needs), or
+            ``mode`` was not estimated.
+    """
+    shape = estimate.shape
+    if shape is None:
+        raise InputError(
+            f"the workload of {estimate.source} cannot be estimated, only its weights: "
+            f"{estimate.shape_error or 'no layer sizes in its config'}"
+        )
+    if mode not in estimate.modes:
+        raise InputError(
+            f"mode {mode!r} was not estimated: expected one of {', '.join(estimate.modes)}"
+        )
+    impl = attention or shape.attention
+    weights = estimate.weights_bytes(mode)
+    a = activation_bytes(mode)
+    notes: list[str] = []
+    positions = shape.max_positions
+    total = workload.seq_len + workload.new_tokens
+    if positions is not None and total > positions:
+        notes.append(
+            f"seq_len + new_tokens = {total} is beyond the model's {positions} positions: "
+            "estimated anyway; learned position tables fail there, RoPE models degrade"
+        )
+    if shape.architecture is None:
+        notes.append(
+            f"model type {shape.model_type!r} has no workload model here: a generic "
+            "decoder layer is assumed (see docs/memory.md)"
+        )
+    if shape.encoder_decoder:
+        moments = _encoder_decoder(shape, mode, workload, a, impl, estimate)
+    else:
+        moments = _decoder_only(shape, mode, workload, a, impl, estimate)
+    sixteen_bit = estimate.parameter_count * 2 + estimate.modes[mode].buffer_bytes
+    load_peak = sixteen_bit if mode in ("int8", "nf4") else weights
+    load_peak += LIBRARY_WORKSPACE_BYTES
+    best = max(moments, key=lambda m: m.total)
+    result = WorkloadEstimate(
+        mode=mode,
+        workload=workload,
+        weights=weights,
+        kv_cache=best.kv,
+        kv_cache_final=moments[-1].kv_final,
+        activations=best.activations,
+        logits=best.logits,
+        quantization_buffers=best.quantization,
+        allocator=best.fragmentation + LIBRARY_WORKSPACE_BYTES,
+        load_peak=load_peak,
+        cuda_context=cuda_context,
+        peak_moment=best.name,
+        attention=impl,
+        notes=notes,
+    )
+    return result
+
+
+@dataclass
+class _Moment:
+    name: str
+    kv: int
+    activations: int
+    logits: int
+    quantization: int = 0
+    fragmentation: int = 0
+    kv_final: int = 0
+
+    @property
+    def total(self) -> int:
+        return self.kv + self.activations + self.logits + self.quantization + self.fragmentation
+
+
+def _logits(batch: int, vocab: int, a: int) -> int:
+    return batch * vocab * (a + 4 * LOGITS_FP32_COPIES)
+
+
+def _kv_tokens(shape: ModelShape, tokens: int, cap_at_window: bool) -> int:
+    """Token slots held over all decoder layers."""
+    held = 0
+    for window in shape.layer_windows:
+        held += min(tokens, window) if (cap_at_window and window) else tokens
+    return held
+
+
+def _quantized_linear(mode: str, tokens: int, width_in: int, width_out: int, a: int) -> int:
+    """bitsandbytes' working set for one Linear on ``tokens`` rows beyond its fp16 output."""
+    if mode == "int8":
+        # LLM.int8: |x| and the outlier mask, a cleaned copy, the int8 copy, an int32 product.
+        return tokens * width_in * (a + 1 + a + 1) + tokens * width_out * 4
+    return 0
+
+
+def _decoder_only(
+    shape: ModelShape,
+    mode: str,
+    workload: Workload,
+    a: int,
+    attention: str,
+    estimate: MemoryEstimate,
+) -> list[_Moment]:
+    b, s, n = workload.batch_size, workload.seq_len, workload.new_tokens
+    t = b * s
+    h, inter, hd = shape.hidden, shape.intermediate, shape.head_dim
+    nh, nkv = shape.heads, shape.kv_heads
+    arch = shape.architecture
+    per_token_kv = shape.kv_bytes_per_token * a * b
+    kv_prefill = _kv_tokens(shape, s, cap_at_window=False) * per_token_kv
+
+    hidden_live = arch.hidden_live if arch is not None else 3
+    fp32_hidden = arch.fp32_hidden if arch is not None else 1
+    # The model's embeddings, the layer's input, its residual and normed copies.
+    base = hidden_live * t * h * a + fp32_hidden * t * h * (4 if a < 4 else 0)
+    rotary = 4 * b * s * hd * 4 if (arch is None or arch.rotary) else 0
+    windowed = any(w is not None and s > w for w in shape.layer_windows)
+    hybrid = windowed and any(w is None for w in shape.layer_windows)
+
+    # Attention: q, k, v, rotary temporaries, the output and its reshaped copy.
+    qkv = t * (nh + 2 * nkv) * hd * a
+    rope_temps = 2 * t * nh * hd * a if (arch is None or arch.rotary) else 0
+    attn_out = 2 * t * nh * hd * a
+    scores = 0
+    mask = 0
+    repeat = 0
+    if attention == "eager":
+        # Per score: the product (and the next step's copy), softmax's fp32 upcast and
+        # output, the cast back; one float mask per kind of layer (sliding, full).
+        upcast = 4 if a < 4 else 0
+        live = max(2 * a, a + upcast + 4, 4 + a + (a if a < 4 else 0))
+        scores = b * nh * s * s * live
+        mask = (2 if hybrid else 1) * b * s * s * a
+        repeat = 2 * t * nh * hd * a if nkv < nh else 0
+    elif windowed:
+        mask = 2 * b * s * s  # bool masks: the window's and the combined one
+        repeat = 2 * t * nh * hd * a if nkv < nh else 0
+    attention_phase = base + qkv + rope_temps + attn_out + scores + mask + repeat
+
+    mlp_live = arch.mlp_live if arch is not None else 3
+    mlp_phase = base + mlp_live * t * inter * a
+    residual = x_norm = t * h * a
+    quant = 0
+    if mode == "int8":
+        # The up projection on x (after the gate's activation when gated), then the down
+        # projection on the product: each beside its int8 working set and int32 product.
+        before = mlp_live - 2 if shape.gated_mlp else 0
+        up = residual + x_norm + (before + 1) * t * inter * a
+        up += _quantized_linear(mode, t, h, inter, a)
+        down = residual + t * inter * a + t * h * a + _quantized_linear(mode, t, inter, h, a)
+        quant = max(0, up - mlp_phase, down - mlp_phase)
+    elif mode == "nf4":
+        quant = estimate.modes[mode].largest_quantized * a
+    activations = max(attention_phase, mlp_phase) + rotary
+    prefill = _Moment(
+        "prefill",
+        kv=kv_prefill,
+        activations=activations,
+        logits=_logits(b, shape.vocab, a),
+        quantization=quant,
+        fragmentation=int(FRAGMENTATION_OF_KV * kv_prefill),
+    )
+    kv_final = _kv_tokens(shape, s + n, cap_at_window=True) * per_token_kv
+    # One layer's K and V twice while torch.cat grows them; a decode step's own tensors.
+    growing = (s + n) * per_token_kv
+    step = b * (h * 4 + inter * mlp_live) * a
+    decode = _Moment(
+        "decode",
+        kv=kv_final + growing,
+        activations=step,
+        logits=_logits(b, shape.vocab, a),
+        kv_final=kv_final,
+    )
+    prefill.kv_final = kv_final
+    return [prefill, decode] if n > 0 else [prefill]
+
+
+def _encoder_decoder(
+    shape: ModelShape,
+    mode: str,
+    workload: Workload,
+    a: int,
+    attention: str,
+    estimate: MemoryEstimate,
+) -> list[_Moment]:
+    b, s, n = workload.batch_size, workload.seq_len, workload.new_tokens
+    t = b * s
+    h, inter, hd, nh = shape.hidden, shape.intermediate, shape.head_dim, shape.heads
+    arch = shape.architecture
+    keeps_fp32 = bool(arch and arch.keep_fp32) and mode not in ("bf16", "fp32")
+    r = 4 if keeps_fp32 else a  # T5's fp32 `wo` makes the residual stream fp32
+    residual = t * h * r
+    x_norm = t * h * a
+    norm_temps = 2 * t * h * 4
+    # Relative position bias: (1, heads, S, S) (an all-ones mask adds nothing); while it
+    # is computed, six int64 (S, S) bucket temporaries and an fp32 log live at once.
+    bias = nh * s * s * a
+    buckets = s * s * (6 * 8 + 4)
+    qkv = 3 * t * nh * hd * a
+    attn_out = 2 * t * nh * hd * a
+    scores = b * nh * s * s * (2 * a + 4) if attention == "eager" else 0
+    attention_phase = residual + x_norm + qkv + attn_out + scores + norm_temps
+    mlp_live = 3 if shape.gated_mlp else (arch.mlp_live if arch else 2)
+    down_input = t * inter * 4 if keeps_fp32 else 0
+    mlp_phase = residual + x_norm + mlp_live * t * inter * a + down_input + t * h * r
+    quant = 0
+    if mode == "int8":
+        quant = _quantized_linear(mode, t, h, inter, a)
+    elif mode == "nf4":
+        quant = estimate.modes[mode].largest_quantized * a
+    encoder = _Moment(
+        "prefill",
+        kv=0,
+        activations=max(attention_phase + bias, mlp_phase + bias, residual + buckets),
+        logits=0,
+        quantization=quant,
+    )
+    cross = shape.layers * 2 * b * s * nh * hd * a
+    self_kv = shape.layers * 2 * b * (n + 1) * nh * hd * a
+    decode = _Moment(
+        "decode",
+        kv=cross + self_kv + 2 * b * (n + 1) * nh * hd * a,
+        activations=t * h * r + b * nh * s * (2 * a + 4) + b * (h * 4 + inter * 2) * a,
+        logits=_logits(b, shape.vocab, a),
+        kv_final=cross + self_kv,
+    )
+    encoder.kv_final = cross + self_kv
+    return [encoder, decode]
