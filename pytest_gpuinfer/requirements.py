@@ -396,11 +396,14 @@ def evaluate(
                     has = ()
                 missing = [p for p in requirements.tensor_cores if p not in has]
                 if missing:
-                    have_text = ", ".join(has) if has else "none"
+                    have_text = (
+                        f"has tensor cores for {', '.join(has)} (missing {', '.join(missing)})"
+                        if has
+                        else "has no tensor cores"
+                    )
                     reasons.append(
                         f"needs tensor_cores {', '.join(requirements.tensor_cores)}; "
-                        f"{_gpu_label(gpu)} has tensor cores for {have_text} "
-                        f"(missing {', '.join(missing)})"
+                        f"{_gpu_label(gpu)} {have_text}"
                     )
 
     if requirements.packages:
@@ -424,13 +427,16 @@ def evaluate(
 
 
 def _describe_per_gpu(requirements: Requirements) -> str:
+    from pytest_gpuinfer.probes.memory_units import format_bytes
+
     parts = []
     if requirements.compute_capability is not None:
         parts.append(f"compute_capability {requirements.compute_capability.text}")
+    # In bytes made readable, as the with-GPU reasons say it: "free_memory 8" is 8 bytes.
     if requirements.free_memory_bytes is not None:
-        parts.append(f"free_memory {requirements.raw.get('free_memory')}")
+        parts.append(f"free_memory {format_bytes(requirements.free_memory_bytes)}")
     if requirements.total_memory_bytes is not None:
-        parts.append(f"total_memory {requirements.raw.get('total_memory')}")
+        parts.append(f"total_memory {format_bytes(requirements.total_memory_bytes)}")
     if requirements.tensor_cores:
         parts.append(f"tensor_cores {', '.join(requirements.tensor_cores)}")
     return ", ".join(parts)
