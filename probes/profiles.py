@@ -253,8 +253,8 @@ def profile_from_mapping(data: Mapping[str, Any], *, source: str) -> Profile:
     count = data.get("gpu_count", base.gpu_count if base else 1)
     if isinstance(count, bool) or not isinstance(count, int) or not 1 <= count <= MAX_GPU_COUNT:
         raise InputError(
-            f"profile {source}: 'gpu_count' must be a whole number from 1 to {MAX_GPU_COUNT}, "
-            f"got {count!r}"
+            f"profile {source}: 'gpu_count' must be an integer >= 1, got {count!r} "
+            f"(at most {MAX_GPU_COUNT})"
         )
 
     torch_cuda = data.get("torch_cuda", base.torch_cuda if base else None)
