@@ -79,6 +79,9 @@ def pytest_xdist_auto_num_workers(config: pytest.Config) -> int | None:
 def pytest_configure(config: pytest.Config) -> None:
     config.addinivalue_line("markers", MARKER_LINE)
     if not options.is_enabled(config):
+        ignored = options.ignored_flags_warning(config)
+        if ignored is not None:
+            config.issue_config_time_warning(pytest.PytestConfigWarning(ignored), stacklevel=2)
         return
     workerinput = getattr(config, "workerinput", None)
     if workerinput is not None:
