@@ -432,11 +432,18 @@ def _describe_per_gpu(requirements: Requirements) -> str:
     parts = []
     if requirements.compute_capability is not None:
         parts.append(f"compute_capability {requirements.compute_capability.text}")
-    # In bytes made readable, as the with-GPU reasons say it: "free_memory 8" is 8 bytes.
-    if requirements.free_memory_bytes is not None:
-        parts.append(f"free_memory {format_bytes(requirements.free_memory_bytes)}")
-    if requirements.total_memory_bytes is not None:
-        parts.append(f"total_memory {format_bytes(requirements.total_memory_bytes)}")
+    for key, needed in (
+        ("free_memory", requirements.free_memory_bytes),
+        ("total_memory", requirements.total_memory_bytes),
+    ):
+        if needed is None:
+            continue
+        written = requirements.raw.get(key)
+        # As written when it has a unit ("16GB"); a bare number is bytes, so say so ("8 B").
+        if isinstance(written, str) and not written.strip().isdigit():
+            parts.append(f"{key} {written.strip()}")
+        else:
+            parts.append(f"{key} {format_bytes(needed)}")
     if requirements.tensor_cores:
         parts.append(f"tensor_cores {', '.join(requirements.tensor_cores)}")
     return ", ".join(parts)

@@ -83,7 +83,10 @@ def test_a_project_names_each_file_once() -> None:
 
 @pytest.mark.parametrize("block", SCRIPTS, ids=[b.label for b in SCRIPTS])
 def test_python_block_runs(
-    block: Block, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+    block: Block,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
 ) -> None:
     monkeypatch.chdir(tmp_path)
     code = compile(block.text, block.label, "exec")

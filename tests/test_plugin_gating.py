@@ -177,7 +177,7 @@ def test_no_gpu_names_the_probe_reason(pytester: pytest.Pytester, fake_nvml: Ins
     result = run(pytester, "--gpuinfer")
     result.assert_outcomes(skipped=1)
     result.stdout.fnmatch_lines(
-        ["SKIPPED * needs gpus=1, free_memory 1.00 GiB; found no GPU: *driver*"]
+        ["SKIPPED * needs gpus=1, free_memory 1GiB; found no GPU: *driver*"]
     )
 
 
@@ -194,7 +194,9 @@ def test_gtx_1660_has_no_tensor_cores(pytester: pytest.Pytester, fake_nvml: Inst
     )
     result = run(pytester, "--gpuinfer")
     result.assert_outcomes(skipped=1)
-    result.stdout.fnmatch_lines(["*needs tensor_cores fp16; GPU 0 NVIDIA GeForce GTX 1660 SUPER (7.5) has no tensor cores"])
+    result.stdout.fnmatch_lines(
+        ["*needs tensor_cores fp16; GPU 0 NVIDIA GeForce GTX 1660 SUPER (7.5) has no tensor cores"]
+    )
 
 
 def test_class_and_module_marks_merge(pytester: pytest.Pytester, fake_nvml: InstallNvml) -> None:
