@@ -2,7 +2,9 @@
 
 Initialising CUDA in the pytest controller breaks forked test isolation, so GPUs are
 read through NVML (nvidia-ml-py, module ``pynvml``), imported only when a probe runs.
-The probe never raises: what it cannot read is None with its reason in ``unknown``.
+The probe never raises: what it cannot read is None with its reason in ``unknown``. An
+unexpected exception from the bindings (a TypeError or RuntimeError from a binding that
+does not match the driver) makes that one field, or that one GPU, unknown; the rest stays.
 """
 
 from __future__ import annotations
@@ -89,6 +91,15 @@ def _unavailable(reason: str) -> NvmlProbe:
     return NvmlProbe(gpus=[], driver=DriverInfo(), unavailable_reason=reason)
 
 
+def _unexpected(exc: BaseException) -> str:
+    try:
+        message = str(exc)
+    except Exception:
+        message = ""
+    detail = f"{type(exc).__name__}: {message}" if message else type(exc).__name__
+    return f"the NVML binding failed unexpectedly ({detail})"
+
+
 def _text(value: object) -> str:
     # nvidia-ml-py returns str; bindings before 11.515 returned bytes.
     if isinstance(value, bytes):
@@ -133,17 +144,18 @@ class _Session:
             driver = self.driver()
             try:
                 count = int(nvml.nvmlDeviceGetCount())
-            except self.error as exc:
+            except Exception as exc:
+                reason = self.reason(exc) if isinstance(exc, self.error) else _unexpected(exc)
                 return NvmlProbe(
                     gpus=[],
                     driver=driver,
-                    unavailable_reason=f"NVML could not count the GPUs ({self.reason(exc)})",
+                    unavailable_reason=f"NVML could not count the GPUs ({reason})",
                     warnings=self.warnings,
                 )
             devices = [self.device(index) for index in range(count)]
         finally:
             # The readings are complete; a failed shutdown changes none of them.
-            with contextlib.suppress(self.error):
+            with contextlib.suppress(Exception):
                 nvml.nvmlShutdown()
         return self.select(devices, count, driver, visible, order)
 
@@ -211,13 +223,27 @@ class _Session:
         return int(nvml.nvmlSystemGetCudaDriverVersion())
 
     def device(self, index: int) -> tuple[GPUInfo, tuple[str, ...]]:
-        """One GPU's readings and, in MIG mode, its MIG device UUIDs."""
+        """One GPU's readings and, in MIG mode, its MIG device UUIDs.
+
+        Whatever goes wrong with one GPU stays with that GPU: it is listed with every
+        field unknown, and the other GPUs are read as usual.
+        """
+        try:
+            return self.read_device(index)
+        except Exception as exc:
+            reason = self.reason(exc) if isinstance(exc, self.error) else _unexpected(exc)
+            info = GPUInfo(index=index)
+            info.unknown.update(dict.fromkeys(_DEVICE_FIELDS, reason))
+            self.warnings.append(f"GPU {index} could not be read ({reason})")
+            return info, ()
+
+    def read_device(self, index: int) -> tuple[GPUInfo, tuple[str, ...]]:
         nvml = self.nvml
         info = GPUInfo(index=index)
         try:
             handle = nvml.nvmlDeviceGetHandleByIndex(index)
-        except self.error as exc:
-            reason = self.reason(exc)
+        except Exception as exc:
+            reason = self.reason(exc) if isinstance(exc, self.error) else _unexpected(exc)
             info.unknown.update(dict.fromkeys(_DEVICE_FIELDS, reason))
             self.warnings.append(f"GPU {index} could not be opened ({reason})")
             return info, ()
@@ -236,10 +262,12 @@ class _Session:
         self.memory(info, fields, handle)
         mig_uuids: tuple[str, ...] = ()
         mode = fields.read(
-            "mig_mode", lambda: nvml.nvmlDeviceGetMigMode(handle), "not supported by this GPU"
+            "mig_mode",
+            lambda: _mig_modes(nvml.nvmlDeviceGetMigMode(handle)),
+            "not supported by this GPU",
         )
         if mode is not None:
-            current, pending = int(mode[0]), int(mode[1])
+            current, pending = mode
             info.mig_mode = current == getattr(nvml, "NVML_DEVICE_MIG_ENABLE", 1)
             if pending != current:
                 self.warnings.append(
@@ -266,14 +294,18 @@ class _Session:
 
     def memory(self, info: GPUInfo, fields: _Fields, handle: object) -> None:
         memory, reason = self.memory_info(fields, handle)
-        if memory is not None and int(memory.total) == 0:
-            memory, reason = None, f"NVML reports 0 bytes of memory ({_NO_DEDICATED_MEMORY})"
-        if memory is None:
+        figures: tuple[int, int, int] | None = None
+        if memory is not None:
+            try:
+                figures = int(memory.total), int(memory.free), int(memory.used)
+            except Exception as exc:  # a binding whose struct lacks a field
+                reason = _unexpected(exc)
+        if figures is not None and figures[0] == 0:
+            figures, reason = None, f"NVML reports 0 bytes of memory ({_NO_DEDICATED_MEMORY})"
+        if figures is None:
             info.unknown.update(dict.fromkeys(_MEMORY_FIELDS, reason or "unknown"))
             return
-        info.total_memory_bytes = int(memory.total)
-        info.free_memory_bytes = int(memory.free)
-        info.used_memory_bytes = int(memory.used)
+        info.total_memory_bytes, info.free_memory_bytes, info.used_memory_bytes = figures
 
     def memory_info(self, fields: _Fields, handle: object) -> tuple[Any, str | None]:
         """v2 (``used`` without driver-reserved memory), else v1; (info, None) or (None, why)."""
@@ -291,6 +323,8 @@ class _Session:
                 if self.is_error(exc, "GpuIsLost"):
                     fields.lost = self.reason(exc)
                     return None, fields.lost
+            except Exception:
+                pass  # a binding bug in v2 only: v1 may still answer
         try:
             return nvml.nvmlDeviceGetMemoryInfo(handle), None
         except self.error as exc:
@@ -300,6 +334,8 @@ class _Session:
             elif self.is_error(exc, "NotSupported"):
                 reason = f"{reason} ({_NO_DEDICATED_MEMORY})"
             return None, reason
+        except Exception as exc:
+            return None, _unexpected(exc)
 
     def mig_uuids(self, index: int, handle: object) -> tuple[str, ...]:
         nvml = self.nvml
@@ -313,9 +349,10 @@ class _Session:
                         continue  # an empty slot
                     raise
                 uuids.append(_text(nvml.nvmlDeviceGetUUID(mig_handle)))
-        except self.error as exc:
+        except Exception as exc:
+            reason = self.reason(exc) if isinstance(exc, self.error) else _unexpected(exc)
             self.warnings.append(
-                f"GPU {index}: could not list its MIG devices ({self.reason(exc)}); "
+                f"GPU {index}: could not list its MIG devices ({reason}); "
                 "MIG- entries in CUDA_VISIBLE_DEVICES cannot be matched to it"
             )
         return tuple(uuids)
@@ -345,6 +382,14 @@ class _Fields:
                 reason = not_supported
             self.unknown[name] = reason
             return None
+        except Exception as exc:  # that field is unknown; every other one is still read
+            self.unknown[name] = _unexpected(exc)
+            return None
+
+
+def _mig_modes(value: Any) -> tuple[int, int]:
+    current, pending = value
+    return int(current), int(pending)
 
 
 def _capability(value: Any) -> tuple[int, int]:

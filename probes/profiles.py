@@ -137,6 +137,14 @@ _KEYS = {
 }
 _REQUIRED_WITHOUT_BASE = ("gpu_name", "compute_capability", "memory", "memory_bandwidth_gb_per_s")
 
+# Upper bounds for a profile file's numbers: generous for any machine that exists, small
+# enough that a typo (gpu_count = 10**12) is an error at once instead of a machine
+# built in memory GPU by GPU.
+MAX_GPU_COUNT = 1024
+MAX_MEMORY_BYTES = 2**50  # 1 PiB per GPU
+MAX_BANDWIDTH_GB_PER_S = 1_000_000.0
+MAX_COMPUTE_CAPABILITY_MAJOR = 99
+
 
 def _builtin_by_name(name: str) -> Profile | None:
     key = name.strip().lower()
@@ -261,10 +269,21 @@ def profile_from_mapping(data: Mapping[str, Any], *, source: str) -> Profile:
         )
 
     if "compute_capability" in data:
+        raw_capability = data["compute_capability"]
+        if isinstance(raw_capability, bool) or not isinstance(raw_capability, (str, int, float)):
+            raise InputError(
+                f"profile {source}: 'compute_capability' must be a string like \"8.6\", "
+                f"got {raw_capability!r}"
+            )
         try:
-            capability = parse_compute_capability(str(data["compute_capability"]))
+            capability = parse_compute_capability(str(raw_capability))
         except ValueError as error:
             raise InputError(f"profile {source}: {error}") from None
+        if not 1 <= capability[0] <= MAX_COMPUTE_CAPABILITY_MAJOR or capability[1] > 9:
+            raise InputError(
+                f"profile {source}: 'compute_capability' {raw_capability!r} is out of range; "
+                f"expected MAJOR.MINOR with MAJOR 1-{MAX_COMPUTE_CAPABILITY_MAJOR} and MINOR 0-9"
+            )
     else:
         assert base is not None
         capability = base.compute_capability
@@ -273,8 +292,11 @@ def profile_from_mapping(data: Mapping[str, Any], *, source: str) -> Profile:
         from pytest_gpuinfer.probes.memory_units import parse_memory
 
         memory = parse_memory(data["memory"], what=f"profile {source}: 'memory'")
-        if memory <= 0:
-            raise InputError(f"profile {source}: 'memory' must be positive, got {data['memory']!r}")
+        if memory <= 0 or memory > MAX_MEMORY_BYTES:
+            raise InputError(
+                f"profile {source}: 'memory' must be positive and at most 1PiB per GPU, "
+                f"got {data['memory']!r}"
+            )
     else:
         assert base is not None
         memory = base.memory_bytes
@@ -282,17 +304,27 @@ def profile_from_mapping(data: Mapping[str, Any], *, source: str) -> Profile:
     bandwidth = data.get(
         "memory_bandwidth_gb_per_s", base.memory_bandwidth_gb_per_s if base else None
     )
-    if isinstance(bandwidth, bool) or not isinstance(bandwidth, (int, float)) or bandwidth <= 0:
+    if (
+        isinstance(bandwidth, bool)
+        or not isinstance(bandwidth, (int, float))
+        # written as a negated range so that NaN fails too
+        or not 0 < bandwidth <= MAX_BANDWIDTH_GB_PER_S
+    ):
         raise InputError(
-            f"profile {source}: 'memory_bandwidth_gb_per_s' must be a positive number, "
-            f"got {bandwidth!r}"
+            f"profile {source}: 'memory_bandwidth_gb_per_s' must be a number above 0 and at "
+            f"most {MAX_BANDWIDTH_GB_PER_S:,.0f}, got {bandwidth!r}"
         )
     count = data.get("gpu_count", base.gpu_count if base else 1)
-    if isinstance(count, bool) or not isinstance(count, int) or count < 1:
-        raise InputError(f"profile {source}: 'gpu_count' must be an integer >= 1, got {count!r}")
+    if isinstance(count, bool) or not isinstance(count, int) or not 1 <= count <= MAX_GPU_COUNT:
+        raise InputError(
+            f"profile {source}: 'gpu_count' must be an integer >= 1, got {count!r} "
+            f"(at most {MAX_GPU_COUNT})"
+        )
 
     torch_cuda = data.get("torch_cuda", base.torch_cuda if base else None)
-    if torch_cuda is not None and not re.fullmatch(r"\d+\.\d+", str(torch_cuda)):
+    if torch_cuda is not None and (
+        isinstance(torch_cuda, bool) or not re.fullmatch(r"\d{1,3}\.\d{1,3}", str(torch_cuda))
+    ):
         raise InputError(
             f"profile {source}: 'torch_cuda' must look like \"12.6\", got {torch_cuda!r}"
         )
@@ -352,6 +384,10 @@ def load_profile(spec: str | Path) -> Profile:
         )
     path = Path(text)
     if path.suffix.lower() in (".json", ".toml") or path.exists():
+        if path.is_dir():
+            raise InputError(
+                f"profile file {path} is a directory; expected a .json or .toml profile file"
+            )
         if not path.is_file():
             raise InputError(f"profile file {path} does not exist")
         return profile_from_mapping(_read_file(path), source=str(path))

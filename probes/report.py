@@ -291,21 +291,28 @@ class Report:
 
 
 def parse_modes(value: str | Sequence[str], *, what: str = "mode") -> tuple[str, ...]:
-    """ "int8,fastpath" or ["int8", "fastpath"] -> validated modes; InputError names a bad one."""
+    """ "int8,fastpath" or ["int8", "fastpath"] -> validated modes; InputError names a bad one.
+
+    Case and spaces around a name are forgiven (``" INT8 "`` is ``int8``); an empty entry
+    (``int8,,fp16``, a trailing comma) and a mode named twice are errors, since both are
+    usually a typo for a mode that was meant.
+    """
     from pytest_gpuinfer.probes.errors import InputError
 
     items = value.split(",") if isinstance(value, str) else list(value)
+    expected = f"expected one or more of: {', '.join(MODES)}, separated by commas"
+    if not any(str(item).strip() for item in items):
+        raise InputError(f"no {what} given in {value!r}; {expected}")
     modes: list[str] = []
     for item in items:
         mode = str(item).strip().lower()
         if not mode:
-            continue
+            raise InputError(
+                f"empty {what} in {value!r} (two commas in a row, or one at an end); {expected}"
+            )
         if mode not in MODES:
             raise InputError(f"unknown {what} {item!r}; expected one of: {', '.join(MODES)}")
-        if mode not in modes:
-            modes.append(mode)
-    if not modes:
-        raise InputError(
-            f"no {what} given in {value!r}; expected one or more of: {', '.join(MODES)}"
-        )
+        if mode in modes:
+            raise InputError(f"{what} {mode!r} is given twice in {value!r}; name each mode once")
+        modes.append(mode)
     return tuple(modes)

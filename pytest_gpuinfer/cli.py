@@ -1,15 +1,17 @@
 """``gpuinfer``: audit this machine (or a simulated GPU) for Hugging Face inference modes.
 
 Exit codes: 0 every requested mode runs (and the model's workload fits, when one is
-given); 1 some mode does not; 2 bad input. ``--strict`` also fails on "degraded". Without
-a GPU (and without ``--profile``) the memory fit is shown as predictions only and does
-not change the exit code.
+given); 1 some mode does not; 2 bad input, or output that cannot be written. ``--strict``
+also fails on "degraded". Without a GPU (and without ``--profile``) the memory fit is shown
+as predictions only and does not change the exit code. With ``--json`` an error is a JSON
+object on stdout too.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, NoReturn
@@ -25,11 +27,15 @@ EXIT_NOT_SUPPORTED = 1
 EXIT_USAGE = 2
 
 
+class _UsageError(Exception):
+    """A command line argparse refused; main() reports it like any other bad input."""
+
+
 class _Parser(argparse.ArgumentParser):
     """argparse, but a bad argument is one line and exit 2, without the usage dump."""
 
     def error(self, message: str) -> NoReturn:
-        self.exit(EXIT_USAGE, f"{self.prog}: error: {message}\n")
+        raise _UsageError(self.prog, message)
 
 
 def _build_parser() -> argparse.ArgumentParser:
@@ -139,7 +145,10 @@ def _exit_code(report: Report, modes: Sequence[str], strict: bool) -> int:
 def _audit(args: argparse.Namespace) -> int:
     from pytest_gpuinfer.probes.probe import probe
 
-    modes = parse_modes(args.modes, what="mode in --modes")
+    try:
+        modes = parse_modes(args.modes)
+    except InputError as error:
+        raise InputError(f"--modes: {error}") from None
     max_memory = None
     if args.max_memory is not None:
         from pytest_gpuinfer.probes.memory_units import parse_max_memory
@@ -198,6 +207,11 @@ def _matrix(args: argparse.Namespace) -> int:
 
     from pytest_gpuinfer.probes.matrix import render_matrix
 
+    if args.check and args.output is None:
+        raise InputError(
+            "matrix --check compares a file with the rules table: give --output FILE too "
+            "(e.g. --output docs/compatibility.md --check)"
+        )
     text = render_matrix()
     if args.output is None:
         print(text, end="")
@@ -220,31 +234,73 @@ def _matrix(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
-def main(argv: Sequence[str] | None = None) -> int:
-    parser = _build_parser()
-    args = parser.parse_args(argv)
+def _run(parser: argparse.ArgumentParser, args: argparse.Namespace) -> int:
+    if args.command == "audit":
+        return _audit(args)
+    if args.command == "profiles":
+        return _profiles()
+    if args.command == "matrix":
+        return _matrix(args)
+    if args.command == "bench":
+        from pytest_gpuinfer import cli_bench
+
+        return cli_bench.run(args)
+    if args.command == "merge":
+        from pytest_gpuinfer import cli_merge
+
+        return cli_merge.run(args)
+    parser.print_help()
+    return EXIT_USAGE
+
+
+def _fail(message: str, *, as_json: bool, prog: str = "gpuinfer") -> int:
+    """Report bad input: one line on stderr and, for ``--json``, a JSON object on stdout.
+
+    The object is ``{"schema_version": "1", "error": MESSAGE, "exit_code": 2}``, so a CI
+    step that parses ``--json`` output can tell bad input from a report.
+    """
+    print(f"{prog}: error: {message}", file=sys.stderr)
+    if as_json:
+        error = {"schema_version": "1", "error": message, "exit_code": EXIT_USAGE}
+        print(json.dumps(error))
+    return EXIT_USAGE
+
+
+def _silence_stdout() -> None:
+    """Point stdout at /dev/null, so that the interpreter's last flush cannot fail again."""
     try:
-        if args.command == "audit":
-            return _audit(args)
-        if args.command == "profiles":
-            return _profiles()
-        if args.command == "matrix":
-            return _matrix(args)
-        if args.command == "bench":
-            from pytest_gpuinfer import cli_bench
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+    except (OSError, ValueError, AttributeError):  # a stdout without a file descriptor
+        pass
 
-            return cli_bench.run(args)
-        if args.command == "merge":
-            from pytest_gpuinfer import cli_merge
 
-            return cli_merge.run(args)
-        parser.print_help()
-        return EXIT_USAGE
+def main(argv: Sequence[str] | None = None) -> int:
+    arguments = list(sys.argv[1:] if argv is None else argv)
+    as_json = "--json" in arguments
+    parser = _build_parser()
+    try:
+        args = parser.parse_args(arguments)
+        code = _run(parser, args)
+        sys.stdout.flush()
+        return code
+    except _UsageError as error:
+        prog, message = error.args
+        return _fail(message, as_json=as_json, prog=prog)
     except InputError as error:
-        print(f"gpuinfer: error: {error}", file=sys.stderr)
-        return EXIT_USAGE
+        return _fail(str(error), as_json=as_json)
     except BrokenPipeError:
+        # The reader (`| head`) has what it wanted.
+        _silence_stdout()
         return EXIT_OK
+    except OSError as error:
+        # stdout is a full disk or a closed file: say so on stderr, once.
+        _silence_stdout()
+        print(
+            f"gpuinfer: error: cannot write the output: {error.strerror or error}",
+            file=sys.stderr,
+        )
+        return EXIT_USAGE
 
 
 if __name__ == "__main__":

@@ -17,6 +17,7 @@ import pytest
 
 _TRUE = frozenset({"1", "true", "yes", "on"})
 _FALSE = frozenset({"0", "false", "no", "off"})
+_BOOL_WORDS = "1/0, true/false, yes/no, on/off"
 
 Kind = Literal["bool", "modes", "text", "path", "count"]
 
@@ -233,7 +234,8 @@ def _raw(
     try:
         ini = config.getini(spec.ini)
     except (pytest.UsageError, ValueError) as exc:  # pytest < 9.2 raises ValueError
-        raise pytest.UsageError(f"gpuinfer: ini option {spec.ini}: {exc}") from None
+        expected = f"; expected one of {_BOOL_WORDS}" if spec.kind == "bool" else ""
+        raise pytest.UsageError(f"gpuinfer: ini option {spec.ini}: {exc}{expected}") from None
     if ini is None or ini == "":
         return None
     return ini, f"ini option {spec.ini}"
@@ -248,8 +250,7 @@ def _bool(value: object, source: str) -> bool:
     if text in _FALSE:
         return False
     raise pytest.UsageError(
-        f"gpuinfer: {source}={value!r} is not a boolean; "
-        "expected one of 1/0, true/false, yes/no, on/off"
+        f"gpuinfer: {source}={value!r} is not a boolean; expected one of {_BOOL_WORDS}"
     )
 
 
@@ -307,6 +308,27 @@ def is_enabled(config: pytest.Config, environ: Mapping[str, str] | None = None) 
             return True
     raw = _raw(config, _BY_DEST["enabled"], environ)
     return False if raw is None else _bool(*raw)
+
+
+def ignored_flags_warning(config: pytest.Config) -> str | None:
+    """What ``--no-gpuinfer`` makes pointless on the same command line, or None.
+
+    ``pytest --no-gpuinfer --gpuinfer-strict`` runs ungated: strict has nothing to act on,
+    and saying so beats a silent no-op (an ``addopts`` strict flag stays harmless).
+    """
+    if config.getoption("gpuinfer_enabled", None) is not False:
+        return None
+    given = [
+        spec.flag
+        for spec in OPTIONS[1:]
+        if config.getoption(f"gpuinfer_{spec.dest}", None) is not None
+    ]
+    if not given:
+        return None
+    return (
+        f"gpuinfer: {', '.join(given)} has nothing to act on: --no-gpuinfer switched the "
+        "plugin off (no probing, no gating, no strict failures)"
+    )
 
 
 def resolve(config: pytest.Config, environ: Mapping[str, str] | None = None) -> Settings:

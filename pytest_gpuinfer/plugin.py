@@ -102,6 +102,9 @@ def _sharing_plan(config: pytest.Config) -> SharingPlan | None:
 def pytest_configure(config: pytest.Config) -> None:
     config.addinivalue_line("markers", MARKER_LINE)
     if not options.is_enabled(config):
+        ignored = options.ignored_flags_warning(config)
+        if ignored is not None:
+            config.issue_config_time_warning(pytest.PytestConfigWarning(ignored), stacklevel=2)
         return
     workerinput = getattr(config, "workerinput", None)
     if workerinput is not None:

@@ -456,11 +456,14 @@ def evaluate(
                     has = ()
                 missing = [p for p in requirements.tensor_cores if p not in has]
                 if missing:
-                    have_text = ", ".join(has) if has else "none"
+                    have_text = (
+                        f"has tensor cores for {', '.join(has)} (missing {', '.join(missing)})"
+                        if has
+                        else "has no tensor cores"
+                    )
                     reasons.append(
                         f"needs tensor_cores {', '.join(requirements.tensor_cores)}; "
-                        f"{_gpu_label(gpu)} has tensor cores for {have_text} "
-                        f"(missing {', '.join(missing)})"
+                        f"{_gpu_label(gpu)} {have_text}"
                     )
 
     if requirements.packages:
@@ -527,15 +530,25 @@ def workload_reason(workload: Mapping[str, Any], mode: str, gpu: GPUInfo) -> str
 
 
 def _describe_per_gpu(requirements: Requirements) -> str:
+    from pytest_gpuinfer.probes.memory_units import format_bytes
+
     parts = []
     if requirements.workload is not None:
         parts.append(f"workload of {requirements.workload['model']}")
     if requirements.compute_capability is not None:
         parts.append(f"compute_capability {requirements.compute_capability.text}")
-    if requirements.free_memory_bytes is not None:
-        parts.append(f"free_memory {requirements.raw.get('free_memory')}")
-    if requirements.total_memory_bytes is not None:
-        parts.append(f"total_memory {requirements.raw.get('total_memory')}")
+    for key, needed in (
+        ("free_memory", requirements.free_memory_bytes),
+        ("total_memory", requirements.total_memory_bytes),
+    ):
+        if needed is None:
+            continue
+        written = requirements.raw.get(key)
+        # As written when it has a unit ("16GB"); a bare number is bytes, so say so ("8 B").
+        if isinstance(written, str) and not written.strip().isdigit():
+            parts.append(f"{key} {written.strip()}")
+        else:
+            parts.append(f"{key} {format_bytes(needed)}")
     if requirements.tensor_cores:
         parts.append(f"tensor_cores {', '.join(requirements.tensor_cores)}")
     return ", ".join(parts)

@@ -113,8 +113,8 @@ def test_profiles_command(capsys: pytest.CaptureFixture[str]) -> None:
 @pytest.mark.parametrize(
     ("argv", "message"),
     [
-        (["audit", "--modes", "int9"], "unknown mode in --modes 'int9'; expected one of: fp32"),
-        (["audit", "--modes", ","], "no mode in --modes given"),
+        (["audit", "--modes", "int9"], "--modes: unknown mode 'int9'; expected one of: fp32"),
+        (["audit", "--modes", ","], "--modes: no mode given in ','"),
         (["audit", "--profile", "z80"], "unknown profile 'z80'"),
         (["audit", "--model", "/nonexistent/model"], "'/nonexistent/model' does not exist"),
         (["audit", "--max-memory", "0=10G", "--model", "."], "'10G'"),

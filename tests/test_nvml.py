@@ -281,14 +281,105 @@ def test_tensor_cores_by_name(fake_nvml: Install) -> None:
     assert "GTX 16xx" in gpu.unknown["has_tensor_cores"]
 
 
-def test_unexpected_exception_is_caught_and_nvml_shut_down(fake_nvml: Install) -> None:
+@pytest.mark.parametrize("error", ["TypeError", "RuntimeError"])
+@pytest.mark.parametrize(
+    ("call", "field"),
+    [
+        ("name", "name"),
+        ("uuid", "uuid"),
+        ("pci", "pci_bus_id"),
+        ("cc", "compute_capability"),
+        ("mig", "mig_mode"),
+    ],
+)
+def test_unexpected_exception_for_one_field_makes_only_that_field_unknown(
+    fake_nvml: Install, error: str, call: str, field: str
+) -> None:
+    spec = nvml_specs.a100_x4()
+    spec["gpus"][1]["fail"] = {call: error}
+    result = probe(fake_nvml, spec)
+    assert result.unavailable_reason is None
+    by_index = {gpu.index: gpu for gpu in result.gpus}
+    assert sorted(by_index) == [0, 1, 2, 3]
+    broken = by_index.pop(1)
+    assert getattr(broken, field) is None
+    assert broken.unknown[field] == (
+        f"the NVML binding failed unexpectedly ({error}: fake NVML failure ({error}))"
+    )
+    assert broken.total_memory_bytes == 40 * 2**30
+    for gpu in by_index.values():
+        assert gpu.unknown == {}
+        assert gpu.compute_capability == (8, 0)
+    assert fake_calls()[-1] == "nvmlShutdown"
+
+
+@pytest.mark.parametrize("error", ["TypeError", "RuntimeError"])
+def test_unexpected_exception_for_memory_makes_only_memory_unknown(
+    fake_nvml: Install, error: str
+) -> None:
     spec = nvml_specs.h100()
-    spec["gpus"][0]["fail"] = {"name": "RuntimeError"}
+    spec["gpus"][0]["fail"] = {"memory_v2": error, "memory": error}
+    [gpu] = probe(fake_nvml, spec).gpus
+    for name in MEMORY:
+        assert getattr(gpu, name) is None
+        assert error in gpu.unknown[name]
+    assert gpu.compute_capability == (9, 0)
+    assert gpu.name == "NVIDIA H100 80GB HBM3"
+
+
+@pytest.mark.parametrize("error", ["TypeError", "RuntimeError"])
+@pytest.mark.parametrize("call", ["handle", "*"])
+def test_unexpected_exception_for_one_gpu_keeps_the_others(
+    fake_nvml: Install, error: str, call: str
+) -> None:
+    spec = nvml_specs.a100_x4()
+    spec["gpus"][2]["fail"] = {call: error}
+    result = probe(fake_nvml, spec)
+    assert result.unavailable_reason is None
+    by_index = {gpu.index: gpu for gpu in result.gpus}
+    assert sorted(by_index) == [0, 1, 2, 3]
+    broken = by_index.pop(2)
+    assert broken.compute_capability is None
+    assert error in broken.unknown["compute_capability"]
+    if call == "handle":
+        assert any(w.startswith("GPU 2 could not") and error in w for w in result.warnings)
+    assert all(gpu.compute_capability == (8, 0) for gpu in by_index.values())
+    assert fake_calls()[-1] == "nvmlShutdown"
+
+
+@pytest.mark.parametrize("error", ["TypeError", "RuntimeError"])
+def test_unexpected_exception_for_a_driver_field_keeps_the_gpus(
+    fake_nvml: Install, error: str
+) -> None:
+    spec = nvml_specs.h100()
+    spec["fail"] = {"driver": error, "cuda_driver_v2": error, "shutdown": error}
+    result = probe(fake_nvml, spec)
+    assert len(result.gpus) == 1
+    assert result.driver.driver_version is None
+    assert error in result.driver.unknown["driver_version"]
+    assert result.driver.cuda_driver_version is None
+    assert result.driver.nvml_version == "13.580.65.06"
+
+
+def test_unexpected_exception_counting_gpus_is_the_reason(fake_nvml: Install) -> None:
+    spec = nvml_specs.h100()
+    spec["fail"] = {"count": "RuntimeError"}
+    result = probe(fake_nvml, spec)
+    assert result.gpus == []
+    assert result.unavailable_reason == (
+        "NVML could not count the GPUs (the NVML binding failed unexpectedly "
+        "(RuntimeError: fake NVML failure (RuntimeError)))"
+    )
+    assert fake_calls()[-1] == "nvmlShutdown"
+
+
+def test_unexpected_exception_at_init_is_the_reason(fake_nvml: Install) -> None:
+    spec = nvml_specs.h100()
+    spec["fail"] = {"init": "RuntimeError"}
     result = probe(fake_nvml, spec)
     assert result.gpus == []
     assert result.unavailable_reason is not None
     assert "RuntimeError" in result.unavailable_reason
-    assert fake_calls()[-1] == "nvmlShutdown"
 
 
 def test_failed_shutdown_keeps_the_readings(fake_nvml: Install) -> None:

@@ -186,7 +186,9 @@ def test_gtx_1660_has_no_tensor_cores(pytester: pytest.Pytester, fake_nvml: Inst
     )
     result = run(pytester, "--gpuinfer")
     result.assert_outcomes(skipped=1)
-    result.stdout.fnmatch_lines(["*has tensor cores for none (missing fp16)"])
+    result.stdout.fnmatch_lines(
+        ["*needs tensor_cores fp16; GPU 0 NVIDIA GeForce GTX 1660 SUPER (7.5) has no tensor cores"]
+    )
 
 
 def test_class_and_module_marks_merge(pytester: pytest.Pytester, fake_nvml: InstallNvml) -> None:

@@ -172,7 +172,43 @@ def test_bad_boolean_in_the_ini_file(pytester: pytest.Pytester) -> None:
     pytester.makeini("[pytest]\ngpuinfer = sometimes\n")
     pytester.makepyfile("def test_x(): pass")
     result = pytester.runpytest()
-    assert_usage_error(result, "gpuinfer", "sometimes")
+    assert_usage_error(
+        result, "ini option gpuinfer", "'sometimes'", "expected one of 1/0, true/false"
+    )
+
+
+def test_no_gpuinfer_warns_that_strict_has_nothing_to_act_on(pytester: pytest.Pytester) -> None:
+    pytester.makepyfile("def test_x(): pass")
+    result = pytester.runpytest("--no-gpuinfer", "--gpuinfer-strict", "--gpuinfer-modes", "int8")
+    result.assert_outcomes(passed=1, warnings=1)
+    result.stdout.fnmatch_lines(
+        [
+            "*PytestConfigWarning: gpuinfer: --gpuinfer-strict, --gpuinfer-modes has nothing "
+            "to act on: --no-gpuinfer switched the plugin off*"
+        ]
+    )
+    assert "gpuinfer:" not in result.stdout.lines[0]
+
+
+def test_no_gpuinfer_alone_warns_nothing(pytester: pytest.Pytester) -> None:
+    pytester.makepyfile("def test_x(): pass")
+    pytester.makeini("[pytest]\ngpuinfer_strict = true\n")
+    result = pytester.runpytest("--no-gpuinfer")
+    result.assert_outcomes(passed=1)
+    assert "nothing to act on" not in result.stdout.str()
+
+
+def test_mode_list_forgives_case_and_spaces(pytester: pytest.Pytester) -> None:
+    line = settings_line(pytester, "--gpuinfer-modes", " INT8 , Fp16")
+    assert line.startswith("SETTINGS True")
+    assert options.parse_modes(" INT8 , Fp16", "here") == ("int8", "fp16")
+
+
+@pytest.mark.parametrize("value", ["int8,,fp16", "int8,", "fp16,FP16"])
+def test_mode_list_refuses_empty_entries_and_repeats(pytester: pytest.Pytester, value: str) -> None:
+    pytester.makepyfile("def test_x(): pass")
+    result = pytester.runpytest("--gpuinfer-modes", value)
+    assert_usage_error(result, "--gpuinfer-modes", repr(value))
 
 
 def test_unknown_profile(pytester: pytest.Pytester) -> None:
