@@ -28,6 +28,15 @@ class ModeUnavailable(RequirementUnmet):
         self.reason = reason
 
 
+class WorkloadDoesNotFit(RequirementUnmet):
+    """The declared workload's predicted peak exceeds the free memory of the GPUs in use."""
+
+    def __init__(self, message: str, *, needed_bytes: int, free_bytes: dict[int, int]) -> None:
+        super().__init__(message)
+        self.needed_bytes = needed_bytes
+        self.free_bytes = free_bytes
+
+
 class ModelLoadOOM(GpuinferError, RuntimeError):
     """CUDA ran out of memory while loading; what was allocated has been released."""
 

@@ -49,6 +49,39 @@ def _unavailable(error: loading.ModeUnavailable, report: Report, settings: objec
     gating.unmet(f"{error.mode}: {error.reason}", strict=_strict(settings))
 
 
+def _declared_workload(
+    node: pytest.Item, name_or_path: str | os.PathLike[str]
+) -> tuple[int, int, int] | None:
+    """The marker's ``workload=`` sizes when it names the model being loaded."""
+    from pathlib import Path
+
+    from pytest_gpuinfer.requirements import RequirementError, parse
+
+    try:
+        workload = parse([(m.args, m.kwargs) for m in node.iter_markers("gpuinfer")]).workload
+    except RequirementError:
+        return None
+    if not workload:
+        return None
+    try:
+        same = Path(workload["model"]).resolve() == Path(os.fspath(name_or_path)).resolve()
+    except (OSError, TypeError):
+        return None
+    if not same:
+        return None
+    from pytest_gpuinfer.probes.memory_workload import (
+        DEFAULT_BATCH_SIZE,
+        DEFAULT_NEW_TOKENS,
+        DEFAULT_SEQ_LEN,
+    )
+
+    return (
+        int(workload.get("batch_size", DEFAULT_BATCH_SIZE)),
+        int(workload.get("seq_len", DEFAULT_SEQ_LEN)),
+        int(workload.get("new_tokens", DEFAULT_NEW_TOKENS)),
+    )
+
+
 @pytest.fixture(scope="session")
 def gpuinfer_model_cache(gpu_report: Report) -> Iterator[loading.ModelCache]:
     """The session's model cache; cleared (memory freed) when the session ends."""
@@ -91,11 +124,19 @@ def load_model(
                 "pass one of " + ", ".join(loading.MODES),
                 pytrace=False,
             )
+        if "workload" not in load_kwargs:
+            declared = _declared_workload(request.node, name_or_path)
+            if declared is not None:
+                load_kwargs["workload"] = declared
         try:
             return cache.get(name_or_path, chosen, private=private, **load_kwargs)
         except loading.ModeUnavailable as error:
             assert cache.report is not None
             _unavailable(error, cache.report, gpuinfer_settings)
+        except loading.WorkloadDoesNotFit as error:
+            from pytest_gpuinfer import gating
+
+            gating.unmet(str(error), strict=_strict(gpuinfer_settings))
         except loading.ModelLoadOOM as error:
             pytest.fail(str(error), pytrace=False)
         except InputError as error:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 from collections.abc import Hashable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -39,6 +40,48 @@ _OPTION_TYPES: Mapping[str, tuple[tuple[type, ...], str]] = {
     "llm_int8_has_fp16_weight": ((bool,), "True or False"),
     "bnb_4bit_use_double_quant": ((bool,), "True or False"),
 }
+
+
+# dtype= for the parts int8 / nf4 / fastpath leave unconverted (names, without torch).
+_PART_DTYPES = ("float16", "bfloat16", "float32")
+_NAMED_MAPS = ("auto", "balanced", "balanced_low_0", "sequential", "cpu", "disk", "cuda", "mps")
+_DEVICE = re.compile(r"^(cuda|xpu|npu):\d+$|^\d+$")
+
+
+def check_device_map(device_map: object) -> object:
+    """Return ``device_map`` if accelerate/transformers can take it, else raise InputError."""
+    if device_map is None or isinstance(device_map, Mapping):
+        return device_map
+    if isinstance(device_map, int) and not isinstance(device_map, bool) and device_map >= 0:
+        return device_map
+    if isinstance(device_map, str) and (device_map in _NAMED_MAPS or _DEVICE.match(device_map)):
+        return device_map
+    if type(device_map).__name__ == "device":  # a torch.device, checked without torch
+        return device_map
+    raise InputError(
+        f"device_map={device_map!r} is not understood: expected None (the first GPU), "
+        f"one of {', '.join(repr(m) for m in _NAMED_MAPS)}, a device such as 'cuda:0' or 0, "
+        "or a dict of module name -> device"
+    )
+
+
+def check_workload(workload: object) -> tuple[int, int, int] | None:
+    """``(batch_size, seq_len, new_tokens)`` or None; InputError names a bad value."""
+    if workload is None:
+        return None
+    values = tuple(workload) if isinstance(workload, list | tuple) else ()
+    if (
+        len(values) not in (2, 3)
+        or not all(isinstance(v, int) and not isinstance(v, bool) and v >= 0 for v in values)
+        or values[0] < 1
+        or values[1] < 1
+    ):
+        raise InputError(
+            f"workload={workload!r} is not understood: expected (batch_size, seq_len) or "
+            "(batch_size, seq_len, new_tokens), whole numbers, batch and length >= 1"
+        )
+    batch, length, *rest = values
+    return batch, length, rest[0] if rest else 0
 
 
 def check_mode(mode: object) -> str:
@@ -84,6 +127,11 @@ def check_load_kwargs(mode: str, kwargs: Mapping[str, Any]) -> None:
             raise InputError(f"{name}={value!r} is not understood: expected {expected}")
     if MODE_INFO[mode].dtype_fixed and "dtype" in kwargs:
         raise InputError(f"dtype= contradicts mode {mode!r}: the mode is the dtype")
+    if "dtype" in kwargs and str(kwargs["dtype"]).removeprefix("torch.") not in _PART_DTYPES:
+        raise InputError(
+            f"dtype={kwargs['dtype']!r}: expected torch.float16, torch.bfloat16 or "
+            "torch.float32 (the dtype of the parts the mode does not convert)"
+        )
     if mode == "fastpath" and "attn_implementation" in kwargs:
         raise InputError(
             "attn_implementation= contradicts mode 'fastpath', which picks it (BetterTransformer, "
@@ -132,6 +180,8 @@ class LoadRequest:
     device_map: Any = DEFAULT_DEVICE_MAP
     max_memory: dict[int | str, int] | None = None
     raw_max_memory: str | Mapping[Any, Any] | None = None
+    workload: tuple[int, int, int] | None = None
+    """(batch_size, seq_len, new_tokens) the caller will run; sizes the memory check."""
     kwargs: Mapping[str, Any] = field(default_factory=dict)
 
     @classmethod
@@ -143,6 +193,7 @@ class LoadRequest:
         device_map: Any = DEFAULT_DEVICE_MAP,
         max_memory: str | Mapping[Any, Any] | None = None,
         task: str = "causal-lm",
+        workload: tuple[int, ...] | None = None,
         **kwargs: Any,
     ) -> LoadRequest:
         """Validate ``load_model``'s arguments (raises InputError naming a bad one)."""
@@ -153,9 +204,10 @@ class LoadRequest:
             source=resolve_source(name_or_path),
             mode=mode,
             task=task,
-            device_map=device_map,
+            device_map=check_device_map(device_map),
             max_memory=parse_max_memory_argument(max_memory),
             raw_max_memory=max_memory,
+            workload=check_workload(workload),
             kwargs=dict(kwargs),
         )
 
@@ -176,5 +228,6 @@ class LoadRequest:
             "device_map": self.device_map,
             "max_memory": self.raw_max_memory,
             "task": self.task,
+            "workload": self.workload,
             **self.kwargs,
         }

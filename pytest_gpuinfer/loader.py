@@ -28,7 +28,12 @@ from pytest_gpuinfer.load_request import (
     NF4_OPTIONS,
     LoadRequest,
 )
-from pytest_gpuinfer.probes.errors import InputError, ModelLoadOOM, ModeUnavailable
+from pytest_gpuinfer.probes.errors import (
+    InputError,
+    ModelLoadOOM,
+    ModeUnavailable,
+    WorkloadDoesNotFit,
+)
 from pytest_gpuinfer.probes.modes import MODE_INFO
 from pytest_gpuinfer.probes.sources import TASKS, ModelSource, infer_task_from_config
 
@@ -195,6 +200,7 @@ def load_model(
     max_memory: str | Mapping[Any, Any] | None = None,
     task: str = "causal-lm",
     report: Report | None = None,
+    workload: tuple[int, ...] | None = None,
     **kwargs: Any,
 ) -> LoadedModel:
     """Load a model (and its tokenizer, when the directory has one) in one inference mode.
@@ -205,15 +211,25 @@ def load_model(
     ``"auto"`` spreads it over every GPU. ``max_memory`` takes accelerate's dict or the
     string form "0=20GiB,cpu=64GiB". int8 options (:data:`INT8_OPTIONS`) and nf4 options
     (:data:`NF4_OPTIONS`) are keyword arguments; other keywords go to ``from_pretrained``.
-    ``report`` is the probe's report; None probes this machine.
+    ``report`` is the probe's report; None probes this machine. ``workload`` is
+    ``(batch_size, seq_len[, new_tokens])``: when given, the predicted peak of that
+    ``generate()`` (the audit's workload estimate) must fit the free memory of the GPUs
+    the load may use, checked before anything is loaded.
 
     Raises:
-        InputError: bad mode, task, path, max_memory or keyword arguments.
+        InputError: bad mode, task, path, weights, max_memory or keyword arguments.
         ModeUnavailable: the report says the mode cannot run here, or is simulated.
+        WorkloadDoesNotFit: the declared workload's predicted peak exceeds free memory.
         ModelLoadOOM: CUDA ran out of memory during the load (the memory was released).
     """
     request = LoadRequest.build(
-        name_or_path, mode, device_map=device_map, max_memory=max_memory, task=task, **kwargs
+        name_or_path,
+        mode,
+        device_map=device_map,
+        max_memory=max_memory,
+        task=task,
+        workload=workload,
+        **kwargs,
     )
     return load_request(request, report)
 
@@ -227,6 +243,8 @@ def load_request(request: LoadRequest, report: Report | None = None) -> LoadedMo
 
     import transformers
 
+    if source.directory is not None:
+        check_weights(source.directory)
     kwargs = dict(request.kwargs)
     auto_class = getattr(transformers, TASKS[task])
     options = {k: kwargs.pop(k) for k in (*INT8_OPTIONS, *NF4_OPTIONS) if k in kwargs}
@@ -256,6 +274,8 @@ def load_request(request: LoadRequest, report: Report | None = None) -> LoadedMo
     if max_memory is not None:
         load_kwargs["max_memory"] = max_memory
     ordinals = gpu_memory.gpu_ordinals(device_map, max_memory)
+    if request.workload is not None and ordinals:
+        check_workload_fits(request, ordinals)
 
     started = time.perf_counter()
     model = _from_pretrained(auto_class, source, mode, load_kwargs, ordinals)
@@ -302,6 +322,45 @@ def load_request(request: LoadRequest, report: Report | None = None) -> LoadedMo
         quantized_layers=layers,
         fallback=fallback,
         bettertransformer=is_bt,
+    )
+
+
+_OTHER_WEIGHTS = (".bin", ".pt", ".pth", ".ckpt", ".h5", ".msgpack", ".gguf")
+
+
+def check_weights(directory: Path) -> None:
+    """A model directory has weights, and its safetensors headers are whole (one line
+    naming the file otherwise, instead of transformers' traceback)."""
+    from pytest_gpuinfer.probes.safetensors_header import read_checkpoint
+
+    if read_checkpoint(directory) is not None:
+        return
+    if any(p.suffix in _OTHER_WEIGHTS for p in directory.iterdir() if p.is_file()):
+        return
+    raise InputError(
+        f"model directory '{directory}' has a config.json but no weights: expected "
+        "model.safetensors (or sharded safetensors with their index, or pytorch_model.bin)"
+    )
+
+
+def check_workload_fits(request: LoadRequest, ordinals: list[int]) -> None:
+    """Raise :class:`WorkloadDoesNotFit` when the request's workload would not fit."""
+    from pytest_gpuinfer.probes.memory_fit import estimate_workload_of
+    from pytest_gpuinfer.probes.memory_units import format_bytes
+
+    assert request.workload is not None
+    batch, length, new = request.workload
+    estimate = estimate_workload_of(request.source.name, request.mode, batch, length, new)
+    free = gpu_memory.free_gpu_memory(ordinals)
+    if estimate.peak_bytes <= sum(free.values()):
+        return
+    shown = ", ".join(f"cuda:{i} {format_bytes(b)}" for i, b in sorted(free.items()))
+    raise WorkloadDoesNotFit(
+        f"{request.mode} workload batch {batch} x {length} tokens (+{new} new) of "
+        f"{request.source.name} needs about {format_bytes(estimate.peak_bytes)} at its peak; "
+        f"free: {shown}",
+        needed_bytes=estimate.peak_bytes,
+        free_bytes=free,
     )
 
 

@@ -19,7 +19,12 @@ from pytest_gpuinfer.load_request import (
 )
 from pytest_gpuinfer.loader import LoadedModel, load_model, load_request, save_model
 from pytest_gpuinfer.model_cache import ModelCache
-from pytest_gpuinfer.probes.errors import ModelLoadOOM, ModeUnavailable
+from pytest_gpuinfer.probes.errors import (
+    ModelLoadOOM,
+    ModeUnavailable,
+    RequirementUnmet,
+    WorkloadDoesNotFit,
+)
 from pytest_gpuinfer.probes.modes import MODES
 from pytest_gpuinfer.probes.sources import TASKS, check_task, infer_task, infer_task_from_config
 
@@ -35,6 +40,8 @@ __all__ = [
     "ModeUnavailable",
     "ModelCache",
     "ModelLoadOOM",
+    "RequirementUnmet",
+    "WorkloadDoesNotFit",
     "check_mode",
     "check_task",
     "estimate_load_bytes",

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import os
 import time
@@ -87,6 +88,14 @@ class ModelCache:
         if not self._entries:
             return
         needed = gpu_memory.estimate_load_bytes(request.source.name, request.mode)
+        if request.workload is not None and needed is not None:
+            from pytest_gpuinfer.probes.memory_fit import estimate_workload_of
+
+            # An estimate must never break a load: keep the weights figure on any error.
+            with contextlib.suppress(Exception):
+                needed = estimate_workload_of(
+                    request.source.name, request.mode, *request.workload
+                ).peak_bytes
         if needed is None:
             return
         ordinals = gpu_memory.gpu_ordinals(request.device_map, request.max_memory)

@@ -371,43 +371,57 @@ TABLE: list[Bad] = [
         max_memory={"cuda:0": "1GiB"},
     ),
     loader("load-task-unknown", "trained", "fp32", needle="'nonsense'", task="nonsense"),
-    loader("load-truncated-weights", "truncated", "fp32", needle="model.safetensors", owned=True),
-    loader("load-config-without-weights", "noweights", "fp32", needle="noweights", owned=True),
+    loader("load-truncated-weights", "truncated", "fp32", needle="model.safetensors"),
+    loader("load-config-without-weights", "noweights", "fp32", needle="noweights"),
     loader(
         "load-threshold-text",
         "trained",
         "int8",
         needle="'high'",
-        owned=True,
         llm_int8_threshold="high",
     ),
-    loader("load-dtype-text", "trained", "int8", needle="'high'", owned=True, dtype="high"),
-    loader(
-        "load-device-map-unknown", "trained", "fp32", needle="'gpu7'", owned=True, device_map="gpu7"
-    ),
+    loader("load-dtype-text", "trained", "int8", needle="'high'", dtype="high"),
+    loader("load-device-map-unknown", "trained", "fp32", needle="'gpu7'", device_map="gpu7"),
     # --- assertions -------------------------------------------------------------------------
     assertion(
-        "footprint-ratio-zero", "assert_memory_footprint", "model", "model", 0, needle="min_ratio=0"
+        "footprint-ratio-zero",
+        "assert_memory_footprint",
+        "model",
+        "model",
+        needle="min_ratio=0",
+        min_ratio=0,
     ),
     assertion(
         "footprint-ratio-nan",
         "assert_memory_footprint",
         "model",
         "model",
-        float("nan"),
         needle="min_ratio=nan",
+        min_ratio=float("nan"),
+    ),
+    assertion(
+        "footprint-ratio-positional",
+        "assert_memory_footprint",
+        "model",
+        "model",
+        "2",
+        needle="write min_ratio='2'",
     ),
     assertion(
         "footprint-ratio-text",
         "assert_memory_footprint",
         "model",
         "model",
-        "2",
         needle="min_ratio='2'",
-        owned=True,
+        min_ratio="2",
     ),
     assertion(
-        "footprint-not-a-model", "assert_memory_footprint", "text", "model", 2, needle="got str"
+        "footprint-not-a-model",
+        "assert_memory_footprint",
+        "text",
+        "model",
+        needle="got str",
+        min_ratio=2,
     ),
     assertion("quantized-bits", "assert_quantized", "model", needle="bits=3", bits=3),
     assertion(
@@ -434,7 +448,6 @@ TABLE: list[Bad] = [
         "model",
         ["x"],
         needle="top_k='5'",
-        owned=True,
         top_k="5",
     ),
     assertion(

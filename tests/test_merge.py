@@ -9,10 +9,10 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from fakes import nvml_specs
 
 from pytest_gpuinfer.cli import main
 from pytest_gpuinfer.merge import coverage, load
-from tests.fakes import nvml_specs
 
 pytest_plugins = ["pytester"]
 

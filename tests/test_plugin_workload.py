@@ -7,8 +7,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-
-from tests.fakes import nvml_specs
+from fakes import nvml_specs
 
 pytest_plugins = ["pytester"]
 

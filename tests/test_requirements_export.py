@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from fakes import nvml_specs
 
 from pytest_gpuinfer.probes.errors import InputError
 from pytest_gpuinfer.requirements_export import (
@@ -16,7 +17,6 @@ from pytest_gpuinfer.requirements_export import (
     load_export,
     requirements_of_record,
 )
-from tests.fakes import nvml_specs
 
 pytest_plugins = ["pytester"]
 

@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from fakes import nvml_specs
 
 from pytest_gpuinfer.probes import probe
 from pytest_gpuinfer.probes.report import Report
@@ -26,7 +27,6 @@ from pytest_gpuinfer.sharing import (
     workers_on_each_gpu,
 )
 from pytest_gpuinfer.xdist_support import SharingGuard
-from tests.fakes import nvml_specs
 
 pytest_plugins = ["pytester"]
 
