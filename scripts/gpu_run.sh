@@ -25,16 +25,18 @@ step() {
     local name=$1
     shift
     local t0=$SECONDS
-    "$@" >"$LOGS/$name.log" 2>&1
+    timeout "${STEP_TIMEOUT:-900}" "$@" >"$LOGS/$name.log" 2>&1
     local rc=$?
     printf '%-22s rc=%-3s %5ss  %s\n' "$name" "$rc" "$((SECONDS - t0))" \
         "$(grep -E 'passed|failed|error' "$LOGS/$name.log" | tail -n 1 | cut -c1-110)" >>"$SUMMARY"
+    # Failures as they happen, so a run cut short still says what failed.
+    grep -hE "^(FAILED|ERROR) |^E  " "$LOGS/$name.log" | cut -c1-300 | head -30 | sed "s/^/[$name] /" >>"$OUT/failures.txt"
 }
 
 suite() { # suite NAME [pytest args...]: the project's suite with the plugin on
     local name=$1
     shift
-    step "$name" python3 -m pytest tests -p no:cacheprovider -q --gpuinfer -rfEs "$@"
+    step "$name" python3 -m pytest tests -p no:cacheprovider -q --gpuinfer -rfE --tb=short "$@"
 }
 
 versions() {
@@ -59,13 +61,15 @@ phase() {
         suite "suite_${GPUS}gpu"
         suite "suite_${GPUS}gpu_n${GPUS}" -n "$GPUS"
         ;;
+    tests2n) suite "suite_${GPUS}gpu_n${GPUS}" -n "$GPUS" ;;
+    gputests) step "gpu_tests_${GPUS}gpu" python3 -m pytest tests/test_gpu.py -p no:cacheprovider -q -rfEs -s ;;
     example)
         step "example_${GPUS}gpu" bash -c "cd examples/downstream && python3 -m pytest --gpuinfer -p no:cacheprovider -q -rs"
         step "example_${GPUS}gpu_n${GPUS}" bash -c "cd examples/downstream && python3 -m pytest --gpuinfer -p no:cacheprovider -q -rs -n $GPUS"
         ;;
-    memory) step memory_validation python3 benchmarks/gpu_memory_validation.py ;;
-    bench) step bench python3 benchmarks/gpu_bench.py ;;
-    sharing) step sharing python3 benchmarks/gpu_sharing.py ;;
+    memory) step memory_validation python3 benchmarks/gpu_memory_validation.py ${MEMORY_ARGS:-} ;;
+    bench) step bench python3 benchmarks/gpu_bench.py ${BENCH_ARGS:-} ;;
+    sharing) step sharing python3 benchmarks/gpu_sharing.py ${SHARING_ARGS:-} ;;
     all) for p in audit tests1 tests2 example memory bench sharing; do phase "$p"; done ;;
     *) echo "unknown phase $1" >&2 ;;
     esac
@@ -75,7 +79,7 @@ for p in "${@:-all}"; do phase "$p"; done
 echo "== versions"
 cat "$LOGS/versions.txt" 2>/dev/null
 echo "== failures"
-grep -hE "^(FAILED|ERROR) " "$LOGS"/*.log 2>/dev/null | cut -c1-240 | head -40
+grep -E "^\[[^]]*\] (FAILED|ERROR)" "$OUT/failures.txt" | head -40
 echo "== summary"
 cat "$SUMMARY"
 # $OUT comes back as a few files: the logs travel as one archive.

@@ -1,5 +1,7 @@
 from __future__ import annotations
 
+import contextlib
+import importlib
 import json
 import os
 import sys
@@ -10,6 +12,15 @@ from typing import Any
 import pytest
 
 FAKES_DIR = Path(__file__).parent / "fakes"
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    # pytester's in-process runs snapshot sys.modules and drop what a run imported; torch
+    # cannot be imported twice in one process ("Only a single TORCH_LIBRARY ..."). Import
+    # the stack once up front, where installed, so no in-process run is the first to.
+    for name in ("torch", "transformers"):
+        with contextlib.suppress(ImportError):
+            importlib.import_module(name)
 
 
 def _drop_fake_pynvml() -> None:

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import os
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -19,14 +18,6 @@ def test_settings(gpuinfer_settings):
     print("\nSETTINGS", s.enabled, s.strict, s.profile, s.model, ",".join(s.modes),
           s.report_path)
 """
-
-
-@pytest.fixture(autouse=True)
-def clean_environment(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
-    for spec in options.OPTIONS:
-        monkeypatch.delenv(spec.env, raising=False)
-    monkeypatch.delenv("GPUINFER_FAKE_NVML", raising=False)
-    yield
 
 
 def settings_line(pytester: pytest.Pytester, *args: str) -> str:

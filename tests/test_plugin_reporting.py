@@ -5,14 +5,13 @@ from __future__ import annotations
 import json
 import socket
 import xml.etree.ElementTree as ET
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import pytest
 from fakes import nvml_specs
 
-from pytest_gpuinfer import options
 from pytest_gpuinfer.probes.report import MODES, DriverInfo, Report, SoftwareStack, Status, Verdict
 from pytest_gpuinfer.reporting import (
     Recorder,
@@ -43,15 +42,6 @@ def test_fails():
 def test_plain():
     pass
 """
-
-
-@pytest.fixture(autouse=True)
-def clean_environment(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
-    for spec in options.OPTIONS:
-        monkeypatch.delenv(spec.env, raising=False)
-    monkeypatch.delenv("GPUINFER_FAKE_NVML", raising=False)
-    monkeypatch.delenv("CUDA_VISIBLE_DEVICES", raising=False)
-    yield
 
 
 def test_header_on_a_fake_h100(pytester: pytest.Pytester, fake_nvml: InstallNvml) -> None:

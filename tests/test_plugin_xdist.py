@@ -3,14 +3,13 @@
 from __future__ import annotations
 
 import json
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import pytest
 from fakes import nvml_specs
 
-from pytest_gpuinfer import options
 from pytest_gpuinfer.probes.software import probe_software
 from pytest_gpuinfer.xdist_support import assign, policy_line, worker_index
 
@@ -19,16 +18,6 @@ pytest_plugins = ["pytester"]
 InstallNvml = Callable[[dict[str, Any] | None], None]
 
 UUIDS = [nvml_specs.gpu("x", (8, 0), 1, index=i)["uuid"] for i in range(4)]
-
-
-@pytest.fixture(autouse=True)
-def clean_environment(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
-    for spec in options.OPTIONS:
-        monkeypatch.delenv(spec.env, raising=False)
-    monkeypatch.delenv("GPUINFER_FAKE_NVML", raising=False)
-    monkeypatch.delenv("CUDA_VISIBLE_DEVICES", raising=False)
-    monkeypatch.delenv("PYTEST_XDIST_WORKER", raising=False)
-    yield
 
 
 # -- the pure assignment ------------------------------------------------------------------
