@@ -1,7 +1,5 @@
 from __future__ import annotations
 
-import contextlib
-import importlib
 import json
 import os
 import sys
@@ -10,17 +8,41 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from _pytest import pytester as _pytester
 
 FAKES_DIR = Path(__file__).parent / "fakes"
 
 
-def pytest_configure(config: pytest.Config) -> None:
-    # pytester's in-process runs snapshot sys.modules and drop what a run imported; torch
-    # cannot be imported twice in one process ("Only a single TORCH_LIBRARY ..."). Import
-    # the stack once up front, where installed, so no in-process run is the first to.
-    for name in ("torch", "transformers"):
-        with contextlib.suppress(ImportError):
-            importlib.import_module(name)
+# pytester's in-process runs snapshot sys.modules and drop whatever a run imported. torch
+# registers native operator libraries at import and cannot be imported twice in one
+# process ("Only a single TORCH_LIBRARY ..."), so a torch submodule first imported inside
+# such a run must survive it: the snapshot keeps these stacks' modules.
+_NATIVE_STACKS = frozenset(
+    {
+        "torch",
+        "transformers",
+        "accelerate",
+        "bitsandbytes",
+        "safetensors",
+        "tokenizers",
+        "triton",
+        "optimum",
+        "numpy",
+        "sympy",
+        "huggingface_hub",
+    }
+)
+
+
+class _KeepNativeStacks(_pytester.SysModulesSnapshot):
+    def __init__(self, preserve: Callable[[str], bool] | None = None) -> None:
+        def keep(name: str) -> bool:
+            return name.partition(".")[0] in _NATIVE_STACKS or bool(preserve and preserve(name))
+
+        super().__init__(preserve=keep)
+
+
+_pytester.SysModulesSnapshot = _KeepNativeStacks  # type: ignore[misc]
 
 
 def _drop_fake_pynvml() -> None:
