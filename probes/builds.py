@@ -47,6 +47,9 @@ _CU128_27 = _sm("75", "80", "86", "90", "100", "120", "+120")
 _CU128_28 = _sm("70", "75", "80", "86", "90", "100", "120")
 _CU128_211 = _sm("75", "80", "86", "90", "100", "120")
 _CU13X = _sm("75", "80", "86", "90", "100", "120", "+120")
+# Measured: torch.cuda.get_arch_list() of 2.11.0+cu130 on the 2 x H100 machine lists no
+# PTX (docs/gpu-results.md, round 2).
+_CU130_211 = _sm("75", "80", "86", "90", "100", "120")
 
 
 @dataclass(frozen=True)
@@ -84,9 +87,10 @@ TORCH_RELEASES: tuple[TorchRelease, ...] = tuple(
         ),
         (
             "2.11",
-            {"12.6": _CU126, "12.8": _CU128_211, "13.0": _CU13X},
+            {"12.6": _CU126, "12.8": _CU128_211, "13.0": _CU130_211},
             "pytorch#172352 (Volta dropped from cu128); get_arch_list() of 2.11.0+cu126 "
-            "and +cu128 in pytorch#182250; " + _RELEASE_MD,
+            "and +cu128 in pytorch#182250, of +cu130 measured on an H100 (docs/gpu-results.md); "
+            + _RELEASE_MD,
         ),
         ("2.12", {"12.6": _CU126, "13.0": _CU13X, "13.2": _CU13X}, _RELEASE_MD),
         ("2.13", {"12.6": _CU126, "13.0": _CU13X, "13.2": _CU13X}, _RELEASE_MD),

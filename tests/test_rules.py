@@ -115,8 +115,9 @@ CASES = [
     ),
     Case("torch-build-covers-gpu", True, cc=(9, 0), arch_list=["sm_80", "sm_86"]),
     Case("torch-build-covers-gpu", False, cc=(8, 9), arch_list=["sm_80", "sm_86"]),
-    Case("torch-build-ptx-only", True, cc=(13, 0), torch_cuda="13.0"),
-    Case("torch-build-ptx-only", False, cc=(12, 0), torch_cuda="13.0"),
+    # torch 2.13's cu130 build carries PTX for 12.0 (2.11's, measured on an H100, does not).
+    Case("torch-build-ptx-only", True, cc=(13, 0), packages={"torch": "2.13.0"}),
+    Case("torch-build-ptx-only", False, cc=(12, 0), packages={"torch": "2.13.0"}),
     Case("cuda-toolkit-covers-gpu", True, cc=(7, 0), torch_cuda="13.0"),
     Case("cuda-toolkit-covers-gpu", False, cc=(7, 5), torch_cuda="13.0"),
     Case("cuda-toolkit-covers-gpu", True, cc=(3, 7), torch_cuda="12.1"),
