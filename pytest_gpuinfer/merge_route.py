@@ -54,7 +54,7 @@ def runner_report(spec: str) -> Report:
 
 def route(export: Mapping[str, Any], runners: Mapping[str, Report]) -> Routing:
     """Each test to the first runner (in the given order) where nothing it asks for fails."""
-    from pytest_gpuinfer.requirements import evaluate
+    from pytest_gpuinfer.requirements_check import evaluate
     from pytest_gpuinfer.requirements_export import requirements_of_record
 
     subsets: dict[str, list[str]] = {label: [] for label in runners}

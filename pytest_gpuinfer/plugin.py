@@ -226,7 +226,7 @@ class GpuinferSession:
         pytest.fail(f"{nodeid}: @pytest.mark.gpuinfer: {error}", pytrace=False)
 
     def pytest_generate_tests(self, metafunc: pytest.Metafunc) -> None:
-        from pytest_gpuinfer.requirements import mode_reason
+        from pytest_gpuinfer.requirements_check import mode_reason
 
         definition = metafunc.definition
         wants_mode = "inference_mode" in metafunc.fixturenames
@@ -295,7 +295,7 @@ class GpuinferSession:
 
     def pytest_runtest_setup(self, item: pytest.Item) -> None:
         from pytest_gpuinfer.gating import simulated_reason, unmet
-        from pytest_gpuinfer.requirements import evaluate
+        from pytest_gpuinfer.requirements_check import evaluate
 
         requirements = self.requirements_of(item, item.nodeid)
         callspec = getattr(item, "callspec", None)
@@ -344,7 +344,7 @@ class GpuinferSession:
         note = None
         workers = _local_worker_count(config)
         if workers:
-            from pytest_gpuinfer.requirements import usable_gpus
+            from pytest_gpuinfer.requirements_check import usable_gpus
             from pytest_gpuinfer.xdist_support import policy_line
 
             gpu_count = len(usable_gpus(self.report))

@@ -107,7 +107,7 @@ def _format(size: int | None) -> str:
 
 def _one_gpu_views(report: Report) -> list[Report]:
     from pytest_gpuinfer.probes.report import Report as ReportClass
-    from pytest_gpuinfer.requirements import usable_gpus
+    from pytest_gpuinfer.requirements_check import usable_gpus
 
     views = []
     base = report.to_dict()
@@ -122,7 +122,7 @@ def plan_sharing(
     requested: int, records: Iterable[Mapping[str, Any]], report: Report
 ) -> SharingPlan:
     """The plan for ``requested`` workers per GPU, from exported test records."""
-    from pytest_gpuinfer.requirements import evaluate, usable_gpus
+    from pytest_gpuinfer.requirements_check import evaluate, usable_gpus
     from pytest_gpuinfer.requirements_export import requirements_of_record
 
     if requested <= 1:

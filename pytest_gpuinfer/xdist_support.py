@@ -128,7 +128,7 @@ def worker_index(workerid: str) -> int:
 def auto_num_workers(report: Report, plan: SharingPlan | None = None) -> int | None:
     """``-n auto``: one worker per visible GPU (the plan's count per GPU when sharing), or
     None (xdist's own choice) without GPUs."""
-    from pytest_gpuinfer.requirements import usable_gpus
+    from pytest_gpuinfer.requirements_check import usable_gpus
 
     count = len(usable_gpus(report))
     per = plan.workers_per_gpu if plan is not None else 1
@@ -142,7 +142,7 @@ def worker_view(report: Report, assignment: Assignment, share_of_free: int | Non
     this worker's share, so that ``free_memory`` requirements judge the share.
     """
     from pytest_gpuinfer.probes.report import Report as ReportClass
-    from pytest_gpuinfer.requirements import usable_gpus
+    from pytest_gpuinfer.requirements_check import usable_gpus
 
     gpus = usable_gpus(report)
     owned = [
@@ -242,7 +242,7 @@ def pin_worker(
     plan: SharingPlan | None = None,
 ) -> tuple[Report, Assignment]:
     """Set CUDA_VISIBLE_DEVICES for this worker (real GPUs only) and return its view."""
-    from pytest_gpuinfer.requirements import usable_gpus
+    from pytest_gpuinfer.requirements_check import usable_gpus
     from pytest_gpuinfer.sharing import workers_on_each_gpu
 
     gpus = usable_gpus(report)
@@ -329,7 +329,7 @@ class SharingGuard:
 
 def check_worker_count(plan: SharingPlan | None, report: Report, workers: int) -> None:
     """A pytest.UsageError when ``-n`` starts more workers than the plan lets share a GPU."""
-    from pytest_gpuinfer.requirements import usable_gpus
+    from pytest_gpuinfer.requirements_check import usable_gpus
     from pytest_gpuinfer.sharing import too_many_workers
 
     if plan is not None:
@@ -346,7 +346,7 @@ def sharing_guard(
     workerid: str,
 ) -> SharingGuard | None:
     """The guard of a worker that shares its GPU with others under the plan, else None."""
-    from pytest_gpuinfer.requirements import usable_gpus
+    from pytest_gpuinfer.requirements_check import usable_gpus
     from pytest_gpuinfer.sharing import workers_on_each_gpu
 
     if plan is None or not plan.sharing or not assignment.ordinals:

@@ -8,7 +8,8 @@ import pytest
 
 from pytest_gpuinfer.probes.probe import probe
 from pytest_gpuinfer.probes.report import Report
-from pytest_gpuinfer.requirements import evaluate, parse
+from pytest_gpuinfer.requirements import parse
+from pytest_gpuinfer.requirements_check import evaluate
 
 
 def reasons(report: Report, **mark: object) -> list[str]:
