@@ -92,7 +92,11 @@ def recheck(measured_path: Path) -> list[dict[str, Any]]:
                 directory = write_header_model(Path(tmp) / arch, ARCHITECTURES[arch])
                 built[arch] = estimate_model_memory(directory)
             work = Workload(row["batch_size"], row["seq_len"], row["new_tokens"])
-            new = estimate_workload(built[arch], row["mode"], work)
+            # The attention the GPU run's transformers applied ("... (attention: sdpa)"):
+            # defaults differ between versions (Gemma 2: SDPA in 5.17, eager in 5.23).
+            applied = str(row.get("applied", ""))
+            attention = "eager" if "eager" in applied else "sdpa" if "sdpa" in applied else None
+            new = estimate_workload(built[arch], row["mode"], work, attention=attention)
             measured = row["measured_reserved"]
             out.append(
                 {
