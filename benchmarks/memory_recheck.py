@@ -109,7 +109,9 @@ def recheck(measured_path: Path) -> list[dict[str, Any]]:
                     "new_predicted_reserved": new.peak_reserved_bytes,
                     "old_verdict": judge(row["predicted_reserved"], measured),
                     "new_verdict": judge(new.peak_reserved_bytes, measured),
-                    "new_error_pct": round(100 * (new.peak_reserved_bytes - measured) / measured, 1),
+                    "new_error_pct": round(
+                        100 * (new.peak_reserved_bytes - measured) / measured, 1
+                    ),
                     "new_parts": new.parts(),
                     "new_peak_moment": new.peak_moment,
                     "new_attention": new.attention,
