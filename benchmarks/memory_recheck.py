@@ -25,7 +25,7 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from gpu_memory_validation import ARCHITECTURES, judge  # noqa: E402
+from gpu_memory_validation import ARCHITECTURES, judge
 
 MiB = 2**20
 DEFAULT_MEASURED = "/work/.device/3/memory_validation.json"
