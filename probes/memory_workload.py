@@ -39,11 +39,33 @@ LIBRARY_WORKSPACE_BYTES = 64 * 2**20
 """cuBLAS/cuBLASLt workspaces and the small-block pool generate() fills: inside torch's
 allocator, so in ``max_memory_reserved``."""
 
-FRAGMENTATION_OF_KV = 0.75
+FRAGMENTATION_OF_KV = 0.45
 """Reserved-but-unusable memory at the prefill peak, as a fraction of the prefill K/V: each
 layer's K/V are carved out of blocks the previous layer's intermediates freed, so the next
-layer's intermediates need fresh segments. Calibrated on REFERENCE §9 (1.1B Llama,
-8 x 2048 and 32 x 1024, fp16/int8/nf4: all six within -4 %..+8 %)."""
+layer's intermediates need fresh segments. Was 0.75 (REFERENCE §9, one 1.1B Llama); the
+H100 validation (torch 2.11, 5 architectures, 1 x 8192 and 32 x 1024) measured reserved
+minus allocated at 0.23-0.43 x the prefill K/V in fp16/bf16 (0.76 only on a 144 MiB K/V
+where the absolute slack is small), so 0.75 over-predicted those rows by 14-23 %."""
+
+FRAGMENTATION_OF_INT8_BUFFERS = 1.0
+"""LLM.int8's per-Linear buffers (int8 copies, int32 products) come in as many sizes as
+there are Linear shapes, and split the blocks K/V would reuse: on the H100 int8 rows
+reserved exceeded allocated by 0.3-0.5 GiB more than in fp16 at 32 x 1024, about one
+more copy of the predicted buffers."""
+
+QUANTIZED_LOAD_RESIDUE_TENSORS = 1
+"""int8/nf4 load each weight in 16 bits and quantize it on the GPU; ``empty_cache()``
+cannot return the 16-bit segments the quantized weights were then placed in, so about one
+16-bit copy of the largest weight stays reserved (H100: 35-180 MiB above allocated on the
+small workload, against 15-30 MiB in fp16; GPT-2, whose Conv1D weights are transposed
+while loading, the most)."""
+
+T5_BIAS_MASK_BYTES_PER_SCORE = 13
+"""SDPA with a float ``attn_mask`` of B x heads x S x S (T5's position bias) cannot use the
+flash kernel; on the H100 it ran torch's math path, which upcasts fp16/bf16 to fp32 and
+holds, per score: the fp32 scores (4), ``_safe_softmax``'s fp32 output (4), its bool
+``-inf`` mask (1) and its fp32 ``where`` result (4). Measured: 12.7 bytes per score
+beyond the bias at 1 x 8192 (16 heads), 10.7 at 32 x 1024."""
 
 LOGITS_FP32_COPIES = 3
 """generate() copies the last logits to fp32, the min_new_tokens processor clones them."""
@@ -215,6 +237,9 @@ def estimate_workload(
     load_peak = sixteen_bit if mode in ("int8", "nf4") else weights
     load_peak += LIBRARY_WORKSPACE_BYTES
     best = max(moments, key=lambda m: m.total)
+    residue = 0
+    if mode in ("int8", "nf4"):
+        residue = QUANTIZED_LOAD_RESIDUE_TENSORS * estimate.largest_parameter * 2
     result = WorkloadEstimate(
         mode=mode,
         workload=workload,
@@ -224,7 +249,7 @@ def estimate_workload(
         activations=best.activations,
         logits=best.logits,
         quantization_buffers=best.quantization,
-        allocator=best.fragmentation + LIBRARY_WORKSPACE_BYTES,
+        allocator=best.fragmentation + LIBRARY_WORKSPACE_BYTES + residue,
         load_peak=load_peak,
         cuda_context=cuda_context,
         peak_moment=best.name,
@@ -334,7 +359,8 @@ def _decoder_only(
         activations=activations,
         logits=_logits(b, shape.vocab, a),
         quantization=quant,
-        fragmentation=int(FRAGMENTATION_OF_KV * kv_prefill),
+        fragmentation=int(FRAGMENTATION_OF_KV * kv_prefill)
+        + int(FRAGMENTATION_OF_INT8_BUFFERS * quant if mode == "int8" else 0),
     )
     kv_final = _kv_tokens(shape, s + n, cap_at_window=True) * per_token_kv
     # One layer's K and V twice while torch.cat grows them; a decode step's own tensors.
@@ -374,7 +400,11 @@ def _encoder_decoder(
     buckets = s * s * (6 * 8 + 4)
     qkv = 3 * t * nh * hd * a
     attn_out = 2 * t * nh * hd * a
-    scores = b * nh * s * s * (2 * a + 4) if attention == "eager" else 0
+    scores = 0
+    if attention == "eager":
+        scores = b * nh * s * s * (2 * a + 4)
+    elif arch is not None and arch.bias_mask:
+        scores = b * nh * s * s * T5_BIAS_MASK_BYTES_PER_SCORE
     attention_phase = residual + x_norm + qkv + attn_out + scores + norm_temps
     mlp_live = 3 if shape.gated_mlp else (arch.mlp_live if arch else 2)
     down_input = t * inter * 4 if keeps_fp32 else 0

@@ -9,8 +9,11 @@ installed transformers. Model types outside it are built on the meta device inst
 
 from __future__ import annotations
 
+import importlib.util
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from pathlib import Path
 from types import MappingProxyType
 from typing import Any, Literal
 
@@ -52,6 +55,9 @@ class Architecture:
     """The config class's ``max_position_embeddings`` default (None: relative/ALiBi)."""
     model_class: str = ""
     """The generation class transformers builds for it."""
+    bias_mask: bool = False
+    """Its attention adds a learned float bias (T5's relative positions): under SDPA the
+    bias becomes a float ``attn_mask``, which rules out the flash kernel."""
     required: tuple[str, ...] = (
         "hidden_size",
         "intermediate_size",
@@ -116,7 +122,7 @@ ARCHITECTURES: Mapping[str, Architecture] = MappingProxyType(
         ),
         "t5": Architecture(
             "rms", False, "sdpa", rotary=False, keep_fp32=("wo",), encoder_decoder=True,
-            mlp_live=2, tied_default=True,
+            mlp_live=2, tied_default=True, bias_mask=True,
             required=("d_model", "d_kv", "d_ff", "num_layers", "num_heads", "vocab_size"),
             model_class="T5ForConditionalGeneration",
         ),
@@ -205,6 +211,38 @@ def _positive(data: Mapping[str, Any], what: str, keys: tuple[str, ...], where: 
     return value
 
 
+_SUPPORTS_SDPA = re.compile(r"^\s+_supports_sdpa\s*=\s*(True|False)", re.MULTILINE)
+
+
+def installed_attention(model_type: str, arch: Architecture | None) -> str:
+    """The attention the installed transformers gives ``model_type`` by default: "sdpa"
+    where its model class sets ``_supports_sdpa = True``, else "eager".
+
+    Read from the modeling file's text (no torch import). Versions differ: Gemma 2 has
+    SDPA in transformers 5.17 (the H100 validation ran it so: its 1 x 8192 prefill held
+    no S x S scores) and lost it again by 5.23 ("sdpa does not support softcapping").
+    Without transformers or the file, the table's default.
+    """
+    default = arch.attention if arch else "sdpa"
+    if not re.fullmatch(r"[a-z0-9_]+", model_type):
+        return default
+    try:
+        spec = importlib.util.find_spec("transformers")
+    except (ImportError, ValueError):
+        return default
+    if spec is None or not spec.submodule_search_locations:
+        return default
+    root = Path(next(iter(spec.submodule_search_locations)))
+    path = root / "models" / model_type / f"modeling_{model_type}.py"
+    try:
+        found = _SUPPORTS_SDPA.search(path.read_text(encoding="utf-8"))
+    except OSError:
+        return default
+    if found is None:
+        return default
+    return "sdpa" if found.group(1) == "True" else "eager"
+
+
 def model_shape(data: Mapping[str, Any], where: str, *, attention: str | None = None) -> ModelShape:
     """The :class:`ModelShape` of a full config dict (as ``save_pretrained`` writes it, or
     ``config.to_dict()``). ``attention`` overrides the architecture's default.
@@ -251,7 +289,7 @@ def model_shape(data: Mapping[str, Any], where: str, *, attention: str | None = 
         layer_windows=windows,
         encoder_layers=int(encoder_layers),
         architecture=arch,
-        attention=attention or (arch.attention if arch else "sdpa"),
+        attention=attention or installed_attention(model_type, arch),
         attn_softcapping=data.get("attn_logit_softcapping") is not None,
         tie_word_embeddings=bool(
             data.get("tie_word_embeddings", arch.tied_default if arch else False)
