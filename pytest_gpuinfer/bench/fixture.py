@@ -8,9 +8,10 @@ benchmark's ``benchmark`` fixture, into its ``extra_info``.
 
 from __future__ import annotations
 
+import functools
 import os
 from collections.abc import Callable
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import TYPE_CHECKING, Any
 
 import pytest
 
@@ -19,25 +20,6 @@ from pytest_gpuinfer.bench.record import FIGURES, ModeResult
 if TYPE_CHECKING:
     from pytest_gpuinfer.loading import LoadedModel
     from pytest_gpuinfer.probes.report import Report
-
-
-class BenchLoaded(Protocol):
-    """The callable the ``gpuinfer_bench`` fixture returns."""
-
-    def __call__(
-        self,
-        loaded: LoadedModel,
-        *,
-        batch_size: int = 1,
-        prompt_len: int = 32,
-        new_tokens: int = 16,
-        warmup: int = 1,
-        min_repetitions: int = 5,
-        min_seconds: float = 1.0,
-        max_spread: float = 0.05,
-        reference: ModeResult | None = None,
-        check: bool = True,
-    ) -> ModeResult: ...
 
 
 def stamp(result: ModeResult, sink: Callable[[str, object], None]) -> None:
@@ -104,20 +86,61 @@ def measure_loaded(
     return result
 
 
+def bench_loaded(
+    loaded: LoadedModel,
+    *,
+    report: Report | None,
+    sink: Callable[[str, object], None],
+    batch_size: int = 1,
+    prompt_len: int = 32,
+    new_tokens: int = 16,
+    warmup: int = 1,
+    min_repetitions: int = 5,
+    min_seconds: float = 1.0,
+    max_spread: float = 0.05,
+    reference: ModeResult | None = None,
+    check: bool = True,
+) -> ModeResult:
+    """What the ``gpuinfer_bench`` fixture's callable does (``report`` and ``sink`` bound)."""
+    __tracebackhide__ = True
+    from pytest_gpuinfer.bench.config import Repetitions, Workload
+    from pytest_gpuinfer.probes.errors import InputError
+
+    try:
+        workload = Workload(batch_size, prompt_len, new_tokens)
+        policy = Repetitions(warmup, min_repetitions, min_seconds, max_spread)
+    except InputError as error:
+        pytest.fail(f"gpuinfer_bench: {error}", pytrace=False)
+    if reference is not None and reference.workload != workload:
+        pytest.fail(
+            f"gpuinfer_bench: reference {reference.label} ran another workload "
+            f"({reference.workload}); measure both with the same one",
+            pytrace=False,
+        )
+    result = measure_loaded(loaded, report, workload=workload, policy=policy)
+    if reference is not None and reference.ok:
+        result.compare_to(reference)
+    stamp(result, sink)
+    if check and not result.ok:
+        pytest.fail(
+            f"gpuinfer_bench: {result.label}: {result.status}: {result.reason}", pytrace=False
+        )
+    return result
+
+
 @pytest.fixture
 def gpuinfer_bench(
     request: pytest.FixtureRequest,
     record_property: Callable[[str, object], None],
     gpu_report: Report,
-) -> BenchLoaded:
+) -> functools.partial[ModeResult]:
     """Factory: ``gpuinfer_bench(loaded, *, batch_size=1, prompt_len=32, new_tokens=16,
     warmup=1, min_repetitions=5, min_seconds=1.0, max_spread=0.05, reference=None,
-    check=True) -> ModeResult``.
+    check=True) -> ModeResult`` (:func:`bench_loaded` with this test's report and sinks).
 
     ``reference`` (an earlier result at the same workload) fills ``result.ratios``. A
     run that is not "measured" (out of memory) fails the test unless ``check=False``.
     """
-    report = gpu_report
 
     def sink(name: str, value: object) -> None:
         record_property(name, value)
@@ -126,42 +149,4 @@ def gpuinfer_bench(
             if isinstance(extra, dict):
                 extra[name] = value
 
-    def bench(
-        loaded: LoadedModel,
-        *,
-        batch_size: int = 1,
-        prompt_len: int = 32,
-        new_tokens: int = 16,
-        warmup: int = 1,
-        min_repetitions: int = 5,
-        min_seconds: float = 1.0,
-        max_spread: float = 0.05,
-        reference: ModeResult | None = None,
-        check: bool = True,
-    ) -> ModeResult:
-        __tracebackhide__ = True
-        from pytest_gpuinfer.bench.config import Repetitions, Workload
-        from pytest_gpuinfer.probes.errors import InputError
-
-        try:
-            workload = Workload(batch_size, prompt_len, new_tokens)
-            policy = Repetitions(warmup, min_repetitions, min_seconds, max_spread)
-        except InputError as error:
-            pytest.fail(f"gpuinfer_bench: {error}", pytrace=False)
-        if reference is not None and reference.workload != workload:
-            pytest.fail(
-                f"gpuinfer_bench: reference {reference.label} ran another workload "
-                f"({reference.workload}); measure both with the same one",
-                pytrace=False,
-            )
-        result = measure_loaded(loaded, report, workload=workload, policy=policy)
-        if reference is not None and reference.ok:
-            result.compare_to(reference)
-        stamp(result, sink)
-        if check and not result.ok:
-            pytest.fail(
-                f"gpuinfer_bench: {result.label}: {result.status}: {result.reason}", pytrace=False
-            )
-        return result
-
-    return bench
+    return functools.partial(bench_loaded, report=gpu_report, sink=sink)
