@@ -9,6 +9,7 @@ from typing import TYPE_CHECKING
 from pytest_gpuinfer.probes.architectures import tensor_core_precisions
 from pytest_gpuinfer.probes.memory_units import format_bytes
 from pytest_gpuinfer.probes.report import GPUInfo, Report, SoftwareStack, Verdict
+from pytest_gpuinfer.probes.rules_bnb import BNB_CPU_BACKEND_FROM
 
 if TYPE_CHECKING:
     from pytest_gpuinfer.probes.memory_fit import MemoryFit
@@ -130,7 +131,8 @@ def audit_text(report: Report, *, width: int = 100) -> str:
         )
     if not report.gpus and not report.simulated:
         lines.append(
-            "Without a GPU, fp32/bf16, SDPA and bitsandbytes int8 (>= 0.47) still run on the CPU; "
+            "Without a GPU, fp32/bf16, SDPA and bitsandbytes int8 "
+            f"(>= {BNB_CPU_BACKEND_FROM}) still run on the CPU; "
             "try --profile t4 (see `gpuinfer profiles`) to judge a GPU you do not have."
         )
     return "\n".join(lines)

@@ -13,6 +13,8 @@ INT8 = frozenset({"int8"})
 NF4 = frozenset({"nf4"})
 
 TRANSFORMERS5_MIN_BNB = "0.46.1"
+BNB_CPU_BACKEND_FROM = "0.46.0"
+"""The first bitsandbytes with a CPU backend (int8 and nf4 without a GPU)."""
 TRANSFORMERS4_INT8_MIN_BNB = "0.37.2"
 NF4_MIN_BNB = "0.39.0"
 
@@ -291,11 +293,12 @@ BNB_RULES: tuple[Rule, ...] = (
         id="bnb-cpu-needs-0.46",
         modes=QUANTIZED,
         device="cpu",
-        requirement="int8 and nf4 on a CPU need bitsandbytes >= 0.46.0 (its CPU backend)",
+        requirement=f"int8 and nf4 on a CPU need bitsandbytes >= {BNB_CPU_BACKEND_FROM} "
+        "(its CPU backend)",
         otherwise=Status.UNSUPPORTED,
         source="bitsandbytes 0.46.0 bitsandbytes/backends/cpu/ops.py; REFERENCE §8",
         applies=lambda f: f.has("bitsandbytes"),
-        holds=lambda f: f.at_least("bitsandbytes", "0.46.0"),
+        holds=lambda f: f.at_least("bitsandbytes", BNB_CPU_BACKEND_FROM),
         found=lambda f: f"{f.pkg('bitsandbytes')} and no GPU",
     ),
     Rule(
