@@ -26,19 +26,8 @@ import time
 from pathlib import Path
 from typing import Any
 
-LLAMA_1B = {
-    "vocab_size": 32000,
-    "hidden_size": 2048,
-    "intermediate_size": 5632,
-    "num_hidden_layers": 22,
-    "num_attention_heads": 32,
-    "num_key_value_heads": 4,
-    "max_position_embeddings": 2048,
-    "tie_word_embeddings": False,
-}
-"""A 1.1B Llama (TinyLlama's shape): 22 layers, hidden 2048, GQA 32/4, vocab 32000."""
-
-MODES = "fp32,fp16,bf16,int8,nf4,fastpath"
+from pytest_gpuinfer.probes.modes import MODES
+from pytest_gpuinfer.tiny_models import TINYLLAMA_1B
 
 
 def _model(args: argparse.Namespace, scratch: Path) -> str:
@@ -48,7 +37,7 @@ def _model(args: argparse.Namespace, scratch: Path) -> str:
         return str(trained_model_path())
     started = time.perf_counter()
     path = write_tiny_model(
-        "llama", scratch / "llama-1.1b", dtype="float16", config_overrides=LLAMA_1B
+        "llama", scratch / "llama-1.1b", dtype="float16", config_overrides=TINYLLAMA_1B
     )
     print(f"wrote the 1.1B model in {time.perf_counter() - started:.1f} s", file=sys.stderr)
     return str(path)
@@ -154,7 +143,7 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--out", default=os.environ.get("OUT", "gpu-bench-out"))
     parser.add_argument("--tiny", action="store_true", help="the shipped tiny LM, tiny workload")
-    parser.add_argument("--modes", default=MODES)
+    parser.add_argument("--modes", default=",".join(MODES))
     parser.add_argument("--batch-sizes", default="1,8")
     parser.add_argument("--prompt-len", type=int, default=256)
     parser.add_argument("--new-tokens", type=int, default=64)
@@ -203,7 +192,7 @@ def main() -> int:
     data["script"] = {
         "bench_seconds": bench_seconds,
         "total_seconds": time.perf_counter() - started,
-        "model_config": None if args.tiny else LLAMA_1B,
+        "model_config": None if args.tiny else dict(TINYLLAMA_1B),
     }
     (out / "gpu_bench.json").write_text(json.dumps(data, indent=2) + "\n", encoding="utf-8")
     text = bench_text(bench)

@@ -21,23 +21,11 @@ import time
 from pathlib import Path
 from typing import Any
 
-LLAMA_1B = {
-    "vocab_size": 32000,
-    "hidden_size": 2048,
-    "intermediate_size": 5632,
-    "num_hidden_layers": 22,
-    "num_attention_heads": 32,
-    "num_key_value_heads": 4,
-    "max_position_embeddings": 2048,
-    "tie_word_embeddings": False,
-}
-"""A 1.1B Llama (TinyLlama's shape): 22 layers, hidden 2048, GQA 32/4."""
-
 
 def _write_llama(directory: Path) -> Path:
-    from pytest_gpuinfer.tiny_models import write_tiny_model
+    from pytest_gpuinfer.tiny_models import TINYLLAMA_1B, write_tiny_model
 
-    return write_tiny_model("llama", directory, dtype="float16", config_overrides=LLAMA_1B)
+    return write_tiny_model("llama", directory, dtype="float16", config_overrides=TINYLLAMA_1B)
 
 
 def _prefill_seconds(model: Any, vocab: int) -> float:

@@ -49,15 +49,12 @@ class ModelLoadOOM(GpuinferError, RuntimeError):
         free_bytes: dict[int, int],
         detail: str,
     ) -> None:
-        from pytest_gpuinfer.probes.memory_units import format_bytes
+        from pytest_gpuinfer.probes.memory_units import format_bytes, format_per_gpu
 
         self.needed_bytes = needed_bytes
         self.free_bytes = free_bytes
         needed = format_bytes(needed_bytes) if needed_bytes is not None else "an unknown amount"
-        free = (
-            ", ".join(f"cuda:{i} {format_bytes(b)}" for i, b in sorted(free_bytes.items()))
-            or "unknown"
-        )
+        free = format_per_gpu(free_bytes)
         super().__init__(
             f"CUDA out of memory loading {name_or_path} in mode {mode}: needs about {needed}, "
             f"free at load time: {free}; the partial load was released ({detail})"

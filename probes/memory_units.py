@@ -92,6 +92,12 @@ _FORMAT_UNITS: tuple[tuple[str, int], ...] = (
 )
 
 
+def format_per_gpu(bytes_by_ordinal: Mapping[int, int]) -> str:
+    """ "cuda:0 1.00 GiB, cuda:1 2.00 GiB" ("unknown" when empty)."""
+    shown = (f"cuda:{i} {format_bytes(b)}" for i, b in sorted(bytes_by_ordinal.items()))
+    return ", ".join(shown) or "unknown"
+
+
 def format_bytes(n: int) -> str:
     """Human-readable binary size with two decimals: ``format_bytes(1600000000) == "1.49 GiB"``.
 

@@ -49,27 +49,30 @@ class Mode:
 
 
 _DTYPE_BYTES: Mapping[str, int] = MappingProxyType(
-    {"float32": 4, "float16": 2, "bfloat16": 2, "float64": 8, "int8": 1, "uint8": 1}
-)
+    {
+        "float64": 8, "int64": 8, "uint64": 8,
+        "float32": 4, "int32": 4, "uint32": 4,
+        "float16": 2, "bfloat16": 2, "int16": 2, "uint16": 2,
+        "float8_e4m3fn": 1, "float8_e5m2": 1, "int8": 1, "uint8": 1, "bool": 1,
+    }
+)  # fmt: skip
+
+SAFETENSORS_DTYPES: Mapping[str, str] = MappingProxyType(
+    {
+        "F64": "float64", "I64": "int64", "U64": "uint64",
+        "F32": "float32", "I32": "int32", "U32": "uint32",
+        "F16": "float16", "BF16": "bfloat16", "I16": "int16", "U16": "uint16",
+        "F8_E4M3": "float8_e4m3fn", "F8_E5M2": "float8_e5m2",
+        "I8": "int8", "U8": "uint8", "BOOL": "bool",
+    }
+)  # fmt: skip
+"""safetensors dtype tag -> torch dtype name."""
 
 
 def dtype_bytes(dtype_name: str) -> int | None:
     """Bytes per element of a torch/safetensors dtype name ("float16", "F16", "torch.bfloat16")."""
     name = dtype_name.removeprefix("torch.")
-    name = _SAFETENSORS_DTYPES.get(name, name)
-    return _DTYPE_BYTES.get(name)
-
-
-_SAFETENSORS_DTYPES: Mapping[str, str] = MappingProxyType(
-    {
-        "F32": "float32",
-        "F16": "float16",
-        "BF16": "bfloat16",
-        "F64": "float64",
-        "I8": "int8",
-        "U8": "uint8",
-    }
-)
+    return _DTYPE_BYTES.get(SAFETENSORS_DTYPES.get(name, name))
 
 
 # Tolerances set from CPU measurements listed in docs/writing-tests.md ("Tolerances"),

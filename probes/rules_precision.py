@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from pytest_gpuinfer.probes.architectures import TENSOR_CORE_PRECISIONS
 from pytest_gpuinfer.probes.facts import Facts
 from pytest_gpuinfer.probes.report import Status
 from pytest_gpuinfer.probes.rule import HALF, Rule, always, never
@@ -18,7 +19,7 @@ _FP16_SLOW: dict[tuple[int, int], str] = {
     (6, 1): "fp16 runs at 1/64 of the fp32 rate on sm_61 (GP102/GP104: P40, P4, GTX 10xx)",
 }
 
-BF16_FULL_SPEED_FROM = (8, 0)
+BF16_FULL_SPEED_FROM = TENSOR_CORE_PRECISIONS["bf16"]
 
 
 def _fp16_rate_ok(f: Facts) -> bool:

@@ -16,30 +16,13 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from pytest_gpuinfer.probes.errors import InputError
+from pytest_gpuinfer.probes.modes import SAFETENSORS_DTYPES, dtype_bytes
 
 MAX_HEADER_BYTES = 100 * 2**20
 """The safetensors format caps its JSON header at 100 MB; a larger length is corruption."""
 
 INDEX_NAME = "model.safetensors.index.json"
 SINGLE_NAME = "model.safetensors"
-
-_DTYPE_BYTES = {
-    "F64": 8,
-    "I64": 8,
-    "U64": 8,
-    "F32": 4,
-    "I32": 4,
-    "U32": 4,
-    "F16": 2,
-    "BF16": 2,
-    "I16": 2,
-    "U16": 2,
-    "F8_E4M3": 1,
-    "F8_E5M2": 1,
-    "I8": 1,
-    "U8": 1,
-    "BOOL": 1,
-}
 
 
 @dataclass(frozen=True)
@@ -58,7 +41,7 @@ class HeaderTensor:
 
     @property
     def stored_bytes(self) -> int:
-        return self.numel * _DTYPE_BYTES.get(self.dtype, 4)
+        return self.numel * (dtype_bytes(self.dtype) or 4)
 
 
 def checkpoint_files(directory: Path) -> list[Path] | None:
@@ -143,7 +126,7 @@ def _tensor(path: Path, name: str, entry: object, data_bytes: int) -> HeaderTens
     if not isinstance(entry, dict):
         raise InputError(f"{bad}: expected an object with dtype, shape and data_offsets")
     dtype, shape, offsets = entry.get("dtype"), entry.get("shape"), entry.get("data_offsets")
-    if dtype not in _DTYPE_BYTES:
+    if dtype not in SAFETENSORS_DTYPES:
         raise InputError(f"{bad}: dtype {dtype!r} is not a safetensors dtype")
     if not isinstance(shape, list) or not all(
         isinstance(d, int) and not isinstance(d, bool) and d >= 0 for d in shape

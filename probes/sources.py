@@ -27,6 +27,18 @@ TASKS: Mapping[str, str] = MappingProxyType(
 )
 """Task name -> the transformers Auto class that loads it."""
 
+WEIGHT_SUFFIXES: tuple[str, ...] = (
+    ".safetensors",
+    ".bin",
+    ".pt",
+    ".pth",
+    ".ckpt",
+    ".h5",
+    ".msgpack",
+    ".gguf",
+)
+"""Files that hold a checkpoint's weights, in any format transformers reads."""
+
 DEFAULT_TASK = "causal-lm"
 """The task assumed when a config does not say (no ``architectures`` entry, a hub id)."""
 

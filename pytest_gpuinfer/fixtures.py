@@ -69,17 +69,10 @@ def _declared_workload(
         return None
     if not same:
         return None
-    from pytest_gpuinfer.probes.memory_workload import (
-        DEFAULT_BATCH_SIZE,
-        DEFAULT_NEW_TOKENS,
-        DEFAULT_SEQ_LEN,
-    )
+    from pytest_gpuinfer.probes.memory_workload import Workload
 
-    return (
-        int(workload.get("batch_size", DEFAULT_BATCH_SIZE)),
-        int(workload.get("seq_len", DEFAULT_SEQ_LEN)),
-        int(workload.get("new_tokens", DEFAULT_NEW_TOKENS)),
-    )
+    sizes = Workload(**{k: int(v) for k, v in workload.items() if k != "model"})
+    return sizes.batch_size, sizes.seq_len, sizes.new_tokens
 
 
 @pytest.fixture(scope="session")

@@ -9,9 +9,8 @@ from collections.abc import Mapping
 from typing import Any
 
 from pytest_gpuinfer.probes.modes import MODE_INFO, dtype_bytes
-from pytest_gpuinfer.probes.sources import resolve_source
+from pytest_gpuinfer.probes.sources import WEIGHT_SUFFIXES, resolve_source
 
-_WEIGHT_SUFFIXES = (".safetensors", ".bin", ".pt", ".pth")
 # Rough bytes per parameter beyond the quantized weights themselves: quantized modes keep
 # norms and embeddings in 16-bit and add per-row scales or per-block absmax.
 _QUANTIZED_EXTRA_BYTES = 0.3
@@ -113,9 +112,7 @@ def estimate_load_bytes(name_or_path: str | os.PathLike[str], mode: str) -> int 
     source = resolve_source(name_or_path)
     if source.directory is None:
         return None
-    weights = [
-        p for p in source.directory.iterdir() if p.is_file() and p.name.endswith(_WEIGHT_SUFFIXES)
-    ]
+    weights = [p for p in source.directory.iterdir() if p.is_file() and p.suffix in WEIGHT_SUFFIXES]
     if not weights:
         return None
     file_bytes = sum(p.stat().st_size for p in weights)

@@ -43,7 +43,7 @@ _OPTION_TYPES: Mapping[str, tuple[tuple[type, ...], str]] = {
 
 
 # dtype= for the parts int8 / nf4 / fastpath leave unconverted (names, without torch).
-_PART_DTYPES = ("float16", "bfloat16", "float32")
+_PART_DTYPES = frozenset(m.weight_dtype for m in MODE_INFO.values() if m.weight_dtype)
 _NAMED_MAPS = ("auto", "balanced", "balanced_low_0", "sequential", "cpu", "disk", "cuda", "mps")
 _DEVICE = re.compile(r"^(cuda|xpu|npu):\d+$|^\d+$")
 
@@ -69,19 +69,15 @@ def check_workload(workload: object) -> tuple[int, int, int] | None:
     """``(batch_size, seq_len, new_tokens)`` or None; InputError names a bad value."""
     if workload is None:
         return None
-    values = tuple(workload) if isinstance(workload, list | tuple) else ()
-    if (
-        len(values) not in (2, 3)
-        or not all(isinstance(v, int) and not isinstance(v, bool) and v >= 0 for v in values)
-        or values[0] < 1
-        or values[1] < 1
-    ):
+    if not isinstance(workload, list | tuple) or len(workload) not in (2, 3):
         raise InputError(
             f"workload={workload!r} is not understood: expected (batch_size, seq_len) or "
-            "(batch_size, seq_len, new_tokens), whole numbers, batch and length >= 1"
+            "(batch_size, seq_len, new_tokens)"
         )
-    batch, length, *rest = values
-    return batch, length, rest[0] if rest else 0
+    from pytest_gpuinfer.probes.memory_workload import Workload
+
+    checked = Workload(*workload)  # the audit's own checks of each number
+    return checked.batch_size, checked.seq_len, checked.new_tokens
 
 
 def check_mode(mode: object) -> str:

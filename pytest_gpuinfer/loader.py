@@ -35,7 +35,12 @@ from pytest_gpuinfer.probes.errors import (
     WorkloadDoesNotFit,
 )
 from pytest_gpuinfer.probes.modes import MODE_INFO
-from pytest_gpuinfer.probes.sources import TASKS, ModelSource, infer_task_from_config
+from pytest_gpuinfer.probes.sources import (
+    TASKS,
+    WEIGHT_SUFFIXES,
+    ModelSource,
+    infer_task_from_config,
+)
 
 if TYPE_CHECKING:
     from pytest_gpuinfer.probes.report import Report
@@ -325,9 +330,6 @@ def load_request(request: LoadRequest, report: Report | None = None) -> LoadedMo
     )
 
 
-_OTHER_WEIGHTS = (".bin", ".pt", ".pth", ".ckpt", ".h5", ".msgpack", ".gguf")
-
-
 def check_weights(directory: Path) -> None:
     """A model directory has weights, and its safetensors headers are whole (one line
     naming the file otherwise, instead of transformers' traceback)."""
@@ -335,7 +337,7 @@ def check_weights(directory: Path) -> None:
 
     if read_checkpoint(directory) is not None:
         return
-    if any(p.suffix in _OTHER_WEIGHTS for p in directory.iterdir() if p.is_file()):
+    if any(p.suffix in WEIGHT_SUFFIXES for p in directory.iterdir() if p.is_file()):
         return
     raise InputError(
         f"model directory '{directory}' has a config.json but no weights: expected "
@@ -346,7 +348,7 @@ def check_weights(directory: Path) -> None:
 def check_workload_fits(request: LoadRequest, ordinals: list[int]) -> None:
     """Raise :class:`WorkloadDoesNotFit` when the request's workload would not fit."""
     from pytest_gpuinfer.probes.memory_fit import estimate_workload_of
-    from pytest_gpuinfer.probes.memory_units import format_bytes
+    from pytest_gpuinfer.probes.memory_units import format_bytes, format_per_gpu
 
     assert request.workload is not None
     batch, length, new = request.workload
@@ -354,11 +356,10 @@ def check_workload_fits(request: LoadRequest, ordinals: list[int]) -> None:
     free = gpu_memory.free_gpu_memory(ordinals)
     if estimate.peak_bytes <= sum(free.values()):
         return
-    shown = ", ".join(f"cuda:{i} {format_bytes(b)}" for i, b in sorted(free.items()))
     raise WorkloadDoesNotFit(
         f"{request.mode} workload batch {batch} x {length} tokens (+{new} new) of "
         f"{request.source.name} needs about {format_bytes(estimate.peak_bytes)} at its peak; "
-        f"free: {shown}",
+        f"free: {format_per_gpu(free)}",
         needed_bytes=estimate.peak_bytes,
         free_bytes=free,
     )

@@ -257,12 +257,3 @@ def torch_reserved_bytes() -> int | None:
         return int(sum(torch.cuda.memory_reserved(d) for d in range(torch.cuda.device_count())))
     except Exception:  # a broken CUDA state is for the test itself to report
         return None
-
-
-def release_cuda_memory() -> None:
-    import gc
-
-    gc.collect()
-    torch = sys.modules.get("torch")
-    if torch is not None and torch.cuda.is_initialized():
-        torch.cuda.empty_cache()

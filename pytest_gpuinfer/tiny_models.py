@@ -34,6 +34,21 @@ DTYPES: tuple[str, ...] = ("float32", "float16", "bfloat16")
 BYTE_VOCAB_SIZE = 256
 MAX_POSITIONS = 128
 
+TINYLLAMA_1B: Mapping[str, Any] = MappingProxyType(
+    {
+        "vocab_size": 32000,
+        "hidden_size": 2048,
+        "intermediate_size": 5632,
+        "num_hidden_layers": 22,
+        "num_attention_heads": 32,
+        "num_key_value_heads": 4,
+        "max_position_embeddings": 2048,
+        "tie_word_embeddings": False,
+    }
+)
+"""``config_overrides`` for a 1.1B Llama shaped like TinyLlama (22 layers, hidden 2048, GQA
+32/4, vocab 32000): the model of the GPU benchmarks and GPU tests (random weights)."""
+
 TRAINED_PROMPT = "The quick brown fox"
 TRAINED_CONTINUATION = (
     " jumps over the lazy dog. A small model learned this line by heart,"

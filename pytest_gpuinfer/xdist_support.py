@@ -302,12 +302,9 @@ class SharingGuard:
         self.shed_memory()
 
     def shed_memory(self) -> None:
+        from pytest_gpuinfer.gpu_memory import release_memory
         from pytest_gpuinfer.probes.memory_units import format_bytes
-        from pytest_gpuinfer.sharing import (
-            over_allowance,
-            release_cuda_memory,
-            torch_reserved_bytes,
-        )
+        from pytest_gpuinfer.sharing import over_allowance, torch_reserved_bytes
 
         reserved = torch_reserved_bytes()
         if reserved is None:
@@ -317,7 +314,7 @@ class SharingGuard:
             return
         if self._model_cache is not None:
             self._model_cache.clear()
-        release_cuda_memory()
+        release_memory()  # torch is loaded and CUDA initialised: reserved was read
         reserved = torch_reserved_bytes() or 0
         if reserved > allowance:
             self.over = (

@@ -382,6 +382,15 @@ TABLE: list[Bad] = [
     ),
     loader("load-dtype-text", "trained", "int8", needle="'high'", dtype="high"),
     loader("load-device-map-unknown", "trained", "fp32", needle="'gpu7'", device_map="gpu7"),
+    loader("load-workload-text", "trained", "fp32", needle="'8x512'", workload="8x512"),
+    loader("load-workload-zero-batch", "trained", "fp32", needle="batch_size 0", workload=(0, 64)),
+    loader(
+        "load-workload-negative-new",
+        "trained",
+        "fp32",
+        needle="new_tokens -1",
+        workload=(1, 64, -1),
+    ),
     # --- assertions -------------------------------------------------------------------------
     assertion(
         "footprint-ratio-zero",

@@ -192,11 +192,9 @@ def test_default_placement_is_one_gpu_and_auto_spreads(llama_dir: Path) -> None:
 def _write_tinyllama(directory: Path) -> Path:
     """1.1B parameters shaped like TinyLlama (2.2 GB in fp16): its int8 load (1.2 GB)
     needs both GPUs of the seed's max_memory={0: "1GB", 1: "2GB"}."""
-    from pytest_gpuinfer.tiny_models import write_tiny_model
+    from pytest_gpuinfer.tiny_models import TINYLLAMA_1B, write_tiny_model
 
-    sizes = {"vocab_size": 32000, "hidden_size": 2048, "intermediate_size": 5632}
-    sizes |= {"num_hidden_layers": 22, "num_attention_heads": 32, "num_key_value_heads": 4}
-    return write_tiny_model("llama", directory, dtype="float16", config_overrides=sizes)
+    return write_tiny_model("llama", directory, dtype="float16", config_overrides=TINYLLAMA_1B)
 
 
 def test_seed_multi_gpu_int8_example(tmp_path: Path) -> None:
