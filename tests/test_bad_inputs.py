@@ -304,6 +304,18 @@ TABLE: list[Bad] = [
         files=_profile(base="t4", gpu_count=10**12),
     ),
     plugin("option-report-directory", "--gpuinfer-report", ".", needle="is a directory"),
+    plugin("option-share-zero", "--gpuinfer-share", "0", needle="--gpuinfer-share='0'"),
+    plugin("option-share-text", "--gpuinfer-share", "x", needle="--gpuinfer-share='x'"),
+    env("env-share-text", {"GPUINFER": "1", "GPUINFER_SHARE": "many"}, "GPUINFER_SHARE='many'"),
+    plugin(
+        "option-requirements-directory", "--gpuinfer-requirements", ".", needle="is a directory"
+    ),
+    plugin(
+        "option-requirements-no-parent",
+        "--gpuinfer-requirements",
+        "missing/r.json",
+        needle="does not exist",
+    ),
     plugin("option-model-blank", "--gpuinfer-model", " ", needle="--gpuinfer-model is empty"),
     plugin("option-profile-blank", "--gpuinfer-profile", " ", needle="--gpuinfer-profile is empty"),
     # --- plugin: markers ---------------------------------------------------------------------
