@@ -1,12 +1,12 @@
 """The compatibility rules engine: run the table of rows (each citing its source) per GPU.
 
-The rows live by topic in ``rules_torch``, ``rules_precision``, ``rules_bnb`` and
-``rules_fastpath``; ``RULES`` joins them in display order. A rule names the modes it
-concerns, when it applies, the requirement that must hold, the status when it does not,
-and its source. ``judge`` runs every row against the facts of
-each GPU (or the CPU when there is none) and keeps the worst outcome per mode, with every
-reason. The audit table, the plugin's skip reasons and docs/compatibility.md are all
-rendered from these rows.
+The rows live by topic in ``rules_torch``, ``rules_floors`` (generated from
+data/floors.json), ``rules_precision``, ``rules_bnb`` and ``rules_fastpath``; ``RULES``
+joins them in display order. A rule names the modes it concerns, when it applies, the
+requirement that must hold, the status when it does not, and its source. ``judge`` runs
+every row against the facts of each GPU (or the CPU when there is none) and keeps the
+worst outcome per mode, with every reason. The audit table, the plugin's skip reasons and
+docs/compatibility.md are all rendered from these rows.
 """
 
 from __future__ import annotations
@@ -31,6 +31,7 @@ from pytest_gpuinfer.probes.report import (
 from pytest_gpuinfer.probes.rule import Rule
 from pytest_gpuinfer.probes.rules_bnb import BNB_RULES
 from pytest_gpuinfer.probes.rules_fastpath import FASTPATH_RULES
+from pytest_gpuinfer.probes.rules_floors import FLOOR_RULES
 from pytest_gpuinfer.probes.rules_precision import PRECISION_RULES
 from pytest_gpuinfer.probes.rules_torch import TORCH_RULES
 
@@ -45,7 +46,13 @@ __all__ = [
     "plan_fastpath",
 ]
 
-RULES: tuple[Rule, ...] = (*TORCH_RULES, *PRECISION_RULES, *BNB_RULES, *FASTPATH_RULES)
+RULES: tuple[Rule, ...] = (
+    *TORCH_RULES,
+    *FLOOR_RULES,
+    *PRECISION_RULES,
+    *BNB_RULES,
+    *FASTPATH_RULES,
+)
 """Every rule, in the order the audit lists findings."""
 
 

@@ -8,15 +8,16 @@ from pytest_gpuinfer.probes import builds
 from pytest_gpuinfer.probes.facts import INT8_TENSOR_CORES_FROM, Facts, UnknownFact
 from pytest_gpuinfer.probes.report import Status
 from pytest_gpuinfer.probes.rule import QUANTIZED, Rule, always
+from pytest_gpuinfer.probes.rules_floors import covered
 
 INT8 = frozenset({"int8"})
 NF4 = frozenset({"nf4"})
 
-TRANSFORMERS5_MIN_BNB = "0.46.1"
 BNB_CPU_BACKEND_FROM = "0.46.0"
 """The first bitsandbytes with a CPU backend (int8 and nf4 without a GPU)."""
-TRANSFORMERS4_INT8_MIN_BNB = "0.37.2"
 NF4_MIN_BNB = "0.39.0"
+"""bitsandbytes' first 4-bit release. transformers' own floors (rules_floors) speak for the
+releases whose code checks one; this row covers the rest (4.53-4.57 check nothing)."""
 
 
 def _bnb(f: Facts) -> Version:
@@ -109,23 +110,6 @@ BNB_RULES: tuple[Rule, ...] = (
         found=lambda f: f.pkg("bitsandbytes"),
     ),
     Rule(
-        id="transformers4-int8-needs-bnb-0.37.2",
-        modes=INT8,
-        device="any",
-        requirement=f"transformers 4.44-4.57 load 8-bit only with bitsandbytes >= "
-        f"{TRANSFORMERS4_INT8_MIN_BNB} (ValueError otherwise)",
-        otherwise=Status.UNSUPPORTED,
-        source="transformers 4.48 quantizers/quantizer_bnb_8bit.py validate_environment; "
-        "REFERENCE §8",
-        applies=lambda f: (
-            f.has("bitsandbytes")
-            and f.has("transformers")
-            and Version("4.44") <= f.version("transformers") < Version("5.0.0.dev0")
-        ),
-        holds=lambda f: f.at_least("bitsandbytes", TRANSFORMERS4_INT8_MIN_BNB),
-        found=lambda f: f"{f.pkg('transformers')} with {f.pkg('bitsandbytes')}",
-    ),
-    Rule(
         id="nf4-min-bitsandbytes",
         modes=NF4,
         device="any",
@@ -133,7 +117,11 @@ BNB_RULES: tuple[Rule, ...] = (
         otherwise=Status.UNSUPPORTED,
         source="transformers 4.30 release notes (QLoRA / load_in_4bit); 4.48 "
         "quantizer_bnb_4bit.py; bitsandbytes 0.39.0 changelog (4-bit matmul)",
-        applies=lambda f: f.has("bitsandbytes") and f.has("transformers"),
+        applies=lambda f: (
+            f.has("bitsandbytes")
+            and f.has("transformers")
+            and not covered(f, "transformers", "bitsandbytes", "nf4")
+        ),
         holds=lambda f: (
             f.at_least("bitsandbytes", NF4_MIN_BNB) and f.at_least("transformers", "4.30")
         ),
@@ -143,28 +131,19 @@ BNB_RULES: tuple[Rule, ...] = (
         id="seed-min-accelerate",
         modes=QUANTIZED,
         device="any",
-        requirement="int8 and nf4 need accelerate >= 0.12.0 (device_map loading)",
+        requirement="int8 and nf4 need accelerate >= 0.12.0 (device_map loading); from "
+        "transformers 4.38 its own ACCELERATE_MIN_VERSION (rules_floors) sets the floor",
         otherwise=Status.UNSUPPORTED,
         source="HF Efficient Inference on a Single GPU (v4.29); transformers v5 bnb quantizer",
         applies=lambda f: f.has("transformers"),
-        holds=lambda f: f.has("accelerate") and f.at_least("accelerate", "0.12.0"),
-        found=lambda f: f.pkg("accelerate"),
-    ),
-    Rule(
-        id="transformers5-needs-bnb-0.46.1",
-        modes=QUANTIZED,
-        device="any",
-        requirement=f"transformers >= 5 needs bitsandbytes >= {TRANSFORMERS5_MIN_BNB}",
-        otherwise=Status.UNSUPPORTED,
-        source="transformers 5 utils/import_utils.py BITSANDBYTES_MIN_VERSION; "
-        "quantizers/quantizer_bnb_8bit.py",
-        applies=lambda f: (
-            f.has("bitsandbytes")
-            and f.has("transformers")
-            and f.at_least("transformers", "5.0.0.dev0")
+        holds=lambda f: (
+            f.has("accelerate")
+            and (
+                covered(f, "transformers", "accelerate", "int8")
+                or f.at_least("accelerate", "0.12.0")
+            )
         ),
-        holds=lambda f: f.at_least("bitsandbytes", TRANSFORMERS5_MIN_BNB),
-        found=lambda f: f"{f.pkg('transformers')} with {f.pkg('bitsandbytes')}",
+        found=lambda f: f.pkg("accelerate"),
     ),
     Rule(
         id="transformers-multibackend-cpu-bug",

@@ -12,8 +12,6 @@ from pytest_gpuinfer.probes.rule import ALL, Rule, always
 # CUDA toolkit major -> oldest compute capability it still compiles for.
 CUDA_TOOLKIT_MIN_CC: dict[int, tuple[int, int]] = {11: (3, 5), 12: (5, 0), 13: (7, 5)}
 
-TRANSFORMERS5_MIN_TORCH = "2.6"
-
 
 def _coverage(f: Facts) -> builds.Coverage | None:
     """How the torch build in play runs this GPU; UnknownFact when nobody can say."""
@@ -120,20 +118,6 @@ TORCH_RULES: tuple[Rule, ...] = (
         applies=always,
         holds=lambda f: f.has("transformers"),
         found=lambda f: "no transformers (pip install 'pytest-gpuinfer[hf]')",
-    ),
-    Rule(
-        id="transformers5-needs-torch-2.6",
-        modes=ALL,
-        device="any",
-        requirement=f"transformers >= 5 needs torch >= {TRANSFORMERS5_MIN_TORCH} (older torch is "
-        "disabled: 'Disabling PyTorch because PyTorch >= 2.6 is required')",
-        otherwise=Status.UNSUPPORTED,
-        source="transformers 5 utils/import_utils.py is_torch_available",
-        applies=lambda f: (
-            f.has("torch") and f.has("transformers") and f.at_least("transformers", "5.0.0.dev0")
-        ),
-        holds=lambda f: f.version("torch").release >= Version(TRANSFORMERS5_MIN_TORCH).release,
-        found=lambda f: f"{f.pkg('transformers')} with {f.pkg('torch')}",
     ),
     Rule(
         id="torch-cuda-build",
