@@ -59,8 +59,8 @@ USED_BY = {"bitsandbytes": QUANTIZED, "optimum": ["fastpath"]}
 """The modes that load a package: its declared floors bite there (transformers imports
 bitsandbytes only to quantize, optimum only for BetterTransformer)."""
 # Markers are judged for the machines the audit covers: Linux x86_64, CPython 3.11.
-MARKER_ENV = {
-    **default_environment(),
+MARKER_ENV: dict[str, str] = {
+    **{key: str(value) for key, value in default_environment().items()},
     "sys_platform": "linux",
     "platform_system": "Linux",
     "platform_machine": "x86_64",
@@ -191,13 +191,9 @@ class Fact:
         return (self.requires, self.kind, self.specifier, self.effect)
 
 
-def _metadata_lines(text: str) -> list[str]:
-    return text.splitlines()
-
-
 def declared(package: str, release: Version, metadata: str, file: str) -> Iterator[Fact]:
     """Requires-Dist on the stack's packages (and Requires-Python) of one release."""
-    lines = _metadata_lines(metadata)
+    lines = metadata.splitlines()
     headers = email.parser.HeaderParser().parsestr(metadata)
     extra = EXTRAS.get(package)
     for number, line in enumerate(lines, 1):
