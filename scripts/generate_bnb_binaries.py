@@ -57,7 +57,8 @@ def wheel_for(version: str, cache: Path) -> Path:
         files = sorted(cache.glob(f"bitsandbytes-{version}-*.whl"))
         # The linux x86_64 wheel carries the CUDA libraries; early releases ship one pure wheel.
         linux = [f for f in files if "linux" in f.name and "x86_64" in f.name]
-        return (linux or [f for f in files if f.name.endswith("-none-any.whl")] or [None])[0]
+        pure = [f for f in files if f.name.endswith("-none-any.whl")]
+        return (linux or pure)[0] if linux or pure else None
 
     found = pick()
     if found is None:
@@ -290,11 +291,11 @@ def main() -> int:
     parser.add_argument("--cuobjdump", required=True, help="path to the cuobjdump binary")
     parser.add_argument("--jobs", type=int, default=2)
     args = parser.parse_args()
-    tool_version = (
-        subprocess.run([args.cuobjdump, "--version"], capture_output=True, text=True, check=True)
-        .stdout.strip()
-        .splitlines()[-1]
-    )
+    listing = subprocess.run(
+        [args.cuobjdump, "--version"], capture_output=True, text=True, check=True
+    ).stdout
+    # "Cuda compilation tools, release 13.5, V13.5.37"
+    tool_version = next(x for x in listing.splitlines() if "release" in x).strip()
     versions = registry_versions()
     args.cache.mkdir(parents=True, exist_ok=True)
     jobs = [(v, str(wheel_for(v, args.cache)), args.cuobjdump) for v in versions]
