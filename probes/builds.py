@@ -11,12 +11,14 @@ any capability >= X.Y.
 
 from __future__ import annotations
 
+import json
 import re
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from functools import lru_cache
+from pathlib import Path
 from types import MappingProxyType
-from typing import Literal
+from typing import Any, Literal
 
 from packaging.version import InvalidVersion, Version
 
@@ -219,126 +221,139 @@ def last_release_covering(cc: tuple[int, int]) -> tuple[str, str] | None:
 
 # --- bitsandbytes ---------------------------------------------------------------------------
 
-_BNB_SCRIPTS = "bitsandbytes .github/scripts/build-cuda.sh and workflows/python-package.yml at tag"
+BNB_DATA = "probes/data/bnb_binaries.json"
+_BNB_DATA_PATH = Path(__file__).resolve().parent / "data" / "bnb_binaries.json"
+NoMatch = Literal["cpu-fallback", "nearest", "error"]
+
+
+@dataclass(frozen=True)
+class BnbLibrary:
+    """One ``libbitsandbytes_cuda*.so`` of a wheel and the GPU code cuobjdump found in it."""
+
+    file: str
+    cuda: str
+    cublaslt: bool
+    targets: tuple[str, ...]
+    """SASS ("sm_75") then PTX ("compute_90")."""
 
 
 @dataclass(frozen=True)
 class BnbRelease:
-    """bitsandbytes releases from ``since`` (inclusive) until the next row."""
+    """One bitsandbytes release as read from its wheel by scripts/generate_bnb_binaries.py."""
 
-    since: str
-    cuda_libs: tuple[str, ...] | None
-    """CUDA versions with a native library in the wheel; None: not tabulated."""
-    targets: Mapping[str, tuple[str, ...]]
-    """CUDA-version prefix ("12.8", "13", "" for the rest) -> compiled targets."""
-    source: str
-    nearest_lib: bool = False
-    """True when a missing exact CUDA library falls back to the nearest older one of the
-    same major (0.50); before, bitsandbytes silently loaded its CPU library instead."""
+    release: str
+    wheel: str
+    libraries: tuple[BnbLibrary, ...]
+    no_match: NoMatch
+    """What the loader does when no library matches torch's CUDA version."""
+    no_match_source: str
+    cublaslt_ccs: tuple[str, ...] | None
+    """Compute capabilities whose loader picks the cuBLASLt library (0.31-0.35)."""
+    cublaslt_from: tuple[int, int] | None
+    """From this compute capability the loader picks cuBLASLt (0.36-0.44); below it
+    *_nocublaslt. Both None: the loader never asks for *_nocublaslt."""
+    cublaslt_source: str | None
+    cpu_library: bool
+
+    @property
+    def cuda_libs(self) -> tuple[str, ...]:
+        """CUDA versions with any library, oldest first."""
+        return tuple(sorted({lib.cuda for lib in self.libraries}, key=lambda c: Version(c)))
+
+    @property
+    def source(self) -> str:
+        return f"wheel {self.wheel} read by cuobjdump ({BNB_DATA})"
+
+    def wants_cublaslt(self, cc: tuple[int, int]) -> bool:
+        """Whether the loader asks for the cuBLASLt library (not *_nocublaslt) on ``cc``."""
+        if self.cublaslt_ccs is not None:
+            return f"{cc[0]}.{cc[1]}" in self.cublaslt_ccs
+        return self.cublaslt_from is None or cc >= self.cublaslt_from
 
 
-_LEGACY_KEPLER = _sm("35", "37", "50", "52", "60", "61", "70", "72", "75", "80", "86", "89", "90")
-_MAXWELL_TO_HOPPER = _sm("50", "52", "60", "61", "70", "75", "80", "86", "89", "90")
-_CU128_BNB_0453 = _sm("70", "75", "80", "86", "89", "90", "100", "120")
-_CU128_BNB_046 = _sm("75", "80", "86", "89", "90", "100", "120")
-_CU12_BNB_047 = _sm("50", "60", "70", "75", "80", "86", "89", "90")
-_CU12_BNB_048 = _sm("60", "70", "75", "80", "86", "89", "90")
-_CU13_BNB_048 = _sm("75", "80", "86", "89", "90", "100", "120")
-_CU_118_126 = ("11.8", "12.0", "12.1", "12.2", "12.3", "12.4", "12.5", "12.6")
+def _where(source: Mapping[str, object], release: str) -> str:
+    return f"bitsandbytes {release} {source['file']}:{source['line']}"
 
-BNB_RELEASES: tuple[BnbRelease, ...] = (
-    BnbRelease(
-        "0.36.0",
-        ("10.2", "11.0", "11.1", "11.2", "11.3", "11.4", "11.5", "11.6", "11.7", "11.8", "12.0"),
-        {"": _LEGACY_KEPLER},
-        "bitsandbytes 0.36.0 Makefile; wheel contents of 0.36.0 and 0.36.0.post2",
-    ),
-    BnbRelease("0.37.0", None, {"": _LEGACY_KEPLER}, "bitsandbytes Makefile at 0.37.0-0.38.1"),
-    BnbRelease(
-        "0.39.0",
-        None,
-        {"": _LEGACY_KEPLER},
-        "bitsandbytes 0.39.0 CHANGELOG ('Kepler binaries ... are no longer provided via "
-        "pip') against REFERENCE §8 (sm_37 code in the 0.39.x wheels' fatbins)",
-    ),
-    BnbRelease("0.40.0", None, {"": _MAXWELL_TO_HOPPER}, "bitsandbytes Makefile at 0.40-0.43"),
-    BnbRelease(
-        "0.44.0",
-        ("11.7", *_CU_118_126[:-1]),
-        {"11.7": _MAXWELL_TO_HOPPER[:-2], "11.8": _MAXWELL_TO_HOPPER[:-1], "": _MAXWELL_TO_HOPPER},
-        f"{_BNB_SCRIPTS} 0.44.0",
-    ),
-    BnbRelease(
-        "0.45.0",
-        ("11.7", *_CU_118_126),
-        {"11.7": _MAXWELL_TO_HOPPER[:-2], "11.8": _MAXWELL_TO_HOPPER[:-1], "": _MAXWELL_TO_HOPPER},
-        f"{_BNB_SCRIPTS} 0.45.0",
-    ),
-    BnbRelease(
-        "0.45.3",
-        ("11.7", *_CU_118_126, "12.8"),
-        {"11.7": _MAXWELL_TO_HOPPER[:-2], "12.8": _CU128_BNB_0453, "": _MAXWELL_TO_HOPPER},
-        f"{_BNB_SCRIPTS} 0.45.3 (first cuda128 libraries: sm_100, sm_120)",
-    ),
-    BnbRelease(
-        "0.46.0",
-        (*_CU_118_126, "12.8"),
-        {"12.8": _CU128_BNB_046, "": _MAXWELL_TO_HOPPER},
-        f"{_BNB_SCRIPTS} 0.46.0",
-    ),
-    BnbRelease(
-        "0.46.1",
-        (*_CU_118_126, "12.8", "12.9"),
-        {"12.8": _CU128_BNB_046, "12.9": _CU128_BNB_046, "": _MAXWELL_TO_HOPPER},
-        f"{_BNB_SCRIPTS} 0.46.1",
-    ),
-    BnbRelease(
-        "0.47.0",
-        (*_CU_118_126, "12.8", "12.9"),
-        {"12.8": _CU128_BNB_0453, "12.9": _CU128_BNB_0453, "": _CU12_BNB_047},
-        f"{_BNB_SCRIPTS} 0.47.0 (bitsandbytes PR #1715: Volta back in cu128/cu129)",
-    ),
-    BnbRelease(
-        "0.48.0",
-        (*_CU_118_126, "12.8", "12.9", "13.0"),
-        {"12.8": _CU128_BNB_0453, "12.9": _CU128_BNB_0453, "13": _CU13_BNB_048, "": _CU12_BNB_048},
-        f"{_BNB_SCRIPTS} 0.48.0 (Maxwell dropped; first cuda130 library)",
-    ),
-    BnbRelease(
-        "0.50.0",
-        ("11.8", "12.1", "12.4", "12.6", "12.8", "13.0", "13.2"),
-        {"12.8": _CU128_BNB_0453, "12.9": _CU128_BNB_0453, "13": _CU13_BNB_048, "": _CU12_BNB_048},
-        f"{_BNB_SCRIPTS} 0.50.0",
-        nearest_lib=True,
-    ),
-)
+
+def _bnb_row(raw: Mapping[str, Any]) -> BnbRelease:
+    release = str(raw["release"])
+    selection = raw.get("cublaslt_selection")
+    libraries = tuple(
+        BnbLibrary(
+            str(lib["file"]),
+            str(lib["cuda"]),
+            bool(lib["cublaslt"]),
+            (*lib["sass"], *lib["ptx"]),
+        )
+        for lib in raw["libraries"]
+    )
+    ccs = selection.get("cublaslt_ccs") if selection else None
+    since = selection.get("cublaslt_from") if selection else None
+    return BnbRelease(
+        release=release,
+        wheel=str(raw["wheel"]),
+        libraries=libraries,
+        no_match=raw["no_match"]["behaviour"],
+        no_match_source=_where(raw["no_match"]["source"], release),
+        cublaslt_ccs=tuple(ccs) if ccs is not None else None,
+        cublaslt_from=(int(since.split(".")[0]), int(since.split(".")[1])) if since else None,
+        cublaslt_source=_where(selection["source"], release) if selection else None,
+        cpu_library=bool(raw["cpu_library"]),
+    )
+
+
+@lru_cache(maxsize=1)
+def bnb_releases() -> tuple[BnbRelease, ...]:
+    """Every release the generator read, oldest first (loaded on first use)."""
+    doc = json.loads(_BNB_DATA_PATH.read_text(encoding="utf-8"))
+    rows = (_bnb_row(raw) for raw in doc["releases"])
+    return tuple(sorted(rows, key=lambda row: Version(row.release)))
+
+
+@lru_cache(maxsize=1)
+def _bnb_by_version() -> Mapping[Version, BnbRelease]:
+    return MappingProxyType({Version(row.release): row for row in bnb_releases()})
+
+
+def bnb_covered_text() -> str:
+    """ "0.31.8-0.50.2": the releases the binary table holds."""
+    rows = bnb_releases()
+    return f"{rows[0].release}-{rows[-1].release}"
 
 
 def bnb_release(version: Version) -> BnbRelease | None:
-    """The row in force for this bitsandbytes version (None before 0.36)."""
-    found: BnbRelease | None = None
-    for row in BNB_RELEASES:
-        if version.release >= Version(row.since).release:
-            found = row
-    return found
+    """The row read from this exact release's wheel; None for a release nobody read."""
+    return _bnb_by_version().get(version)
 
 
-def bnb_library_for(row: BnbRelease, cuda: str) -> str | None:
-    """Which CUDA library this release loads under torch's CUDA ``cuda``; None: the CPU one."""
-    if row.cuda_libs is None or cuda in row.cuda_libs:
-        return cuda
-    if row.nearest_lib:
-        wanted = Version(cuda).release
-        older = [c for c in row.cuda_libs if Version(c).release[0] == wanted[0]]
-        older = [c for c in older if Version(c).release <= wanted]
-        if older:
-            return max(older, key=lambda c: Version(c).release)
-    return None
+def bnb_library_for(row: BnbRelease, cuda: str, cc: tuple[int, int]) -> BnbLibrary | None:
+    """The library this release loads under torch's CUDA ``cuda`` on ``cc``; None: none.
+
+    Mirrors the loader the generator read: the exact ``cudaXYZ`` name (``_nocublaslt``
+    where the loader rules cuBLASLt out for ``cc``); from 0.50 the nearest older library
+    of the same major, else the nearest newer one.
+    """
+    lt = row.wants_cublaslt(cc)
+    candidates = [lib for lib in row.libraries if lib.cublaslt == lt]
+    for lib in candidates:
+        if lib.cuda == cuda:
+            return lib
+    if row.no_match != "nearest":
+        return None
+    wanted = Version(cuda).release
+    same = [lib for lib in candidates if Version(lib.cuda).release[0] == wanted[0]]
+    older = [lib for lib in same if Version(lib.cuda).release < wanted]
+    if older:
+        return max(older, key=lambda lib: Version(lib.cuda).release)
+    newer = [lib for lib in same if Version(lib.cuda).release > wanted]
+    return min(newer, key=lambda lib: Version(lib.cuda).release) if newer else None
 
 
-def bnb_targets_for(row: BnbRelease, cuda: str) -> tuple[str, ...]:
-    """The targets compiled into the library for ``cuda`` (longest prefix wins)."""
-    for prefix in sorted(row.targets, key=len, reverse=True):
-        if prefix == "" or cuda == prefix or cuda.startswith(prefix + "."):
-            return row.targets[prefix]
-    return ()
+def bnb_releases_covering(cc: tuple[int, int]) -> tuple[str, str] | None:
+    """(first, last) release with a library holding code for ``cc``; None: no release."""
+    covering = [
+        row.release
+        for row in bnb_releases()
+        if any(coverage(lib.targets, cc) is not None for lib in row.libraries)
+    ]
+    return (covering[0], covering[-1]) if covering else None

@@ -170,7 +170,8 @@ def resolve_torch_build(f: Facts) -> builds.TorchBuild | None:
 
 
 def _bnb_has_library(f: Facts, cuda: str) -> bool:
-    """Whether the bitsandbytes in play ships a library for ``cuda`` (True without one)."""
+    """Whether the bitsandbytes in play loads a library with code for the GPU under CUDA
+    ``cuda`` (True without a bitsandbytes, or one the binary table lacks)."""
     raw = f.software.packages.get("bitsandbytes")
     if raw is None:
         return True
@@ -178,7 +179,10 @@ def _bnb_has_library(f: Facts, cuda: str) -> bool:
         row = builds.bnb_release(Version(raw))
     except InvalidVersion:
         return True
-    return row is None or builds.bnb_library_for(row, cuda) is not None
+    if row is None:
+        return True
+    lib = builds.bnb_library_for(row, cuda, f.cc)
+    return lib is not None and builds.coverage(lib.targets, f.cc) is not None
 
 
 def cc_text(cc: tuple[int, int]) -> str:

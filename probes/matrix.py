@@ -7,7 +7,7 @@ and a test fails when it is stale.
 from __future__ import annotations
 
 from pytest_gpuinfer.probes.architectures import SDPA_BACKENDS, TENSOR_CORE_PRECISIONS
-from pytest_gpuinfer.probes.builds import BNB_RELEASES, TORCH_RELEASES, targets_text
+from pytest_gpuinfer.probes.builds import TORCH_RELEASES, bnb_releases, targets_text
 from pytest_gpuinfer.probes.facts import Facts
 from pytest_gpuinfer.probes.modes import MODES
 from pytest_gpuinfer.probes.profiles import BUILTIN_PROFILES
@@ -110,17 +110,23 @@ def _torch_builds_table() -> list[str]:
 
 def _bnb_builds_table() -> list[str]:
     lines = [
-        "| bitsandbytes from | CUDA libraries | targets | source |",
-        "|---|---|---|---|",
+        "| bitsandbytes | CUDA libraries | targets | no library for torch's CUDA | wheel |",
+        "|---|---|---|---|---|",
     ]
-    for row in BNB_RELEASES:
-        libs = ", ".join(row.cuda_libs) if row.cuda_libs else "not tabulated"
-        if row.nearest_lib:
-            libs += " (nearest older library of the same major)"
-        targets = "; ".join(
-            f"{prefix or 'other'}: {targets_text(t)}" for prefix, t in row.targets.items()
+    for row in bnb_releases():
+        by_targets: dict[tuple[str, ...], list[str]] = {}
+        for lib in row.libraries:
+            name = lib.cuda if lib.cublaslt else f"{lib.cuda} nocublaslt"
+            by_targets.setdefault(lib.targets, []).append(name)
+        libs = "; ".join(
+            f"{', '.join(names)}: {targets_text(targets) or 'no GPU code'}"
+            for targets, names in by_targets.items()
         )
-        lines.append(f"| {row.since} | {libs} | {targets} | {_escape(row.source)} |")
+        cuda = ", ".join(row.cuda_libs) or "none"
+        no_match = f"{row.no_match} ({row.no_match_source})"
+        lines.append(
+            f"| {row.release} | {cuda} | {_escape(libs)} | {_escape(no_match)} | {row.wheel} |"
+        )
     return lines
 
 

@@ -35,7 +35,10 @@ def _in_range(f: Facts, low: str, high: str | None = None) -> bool:
 def _row(f: Facts) -> builds.BnbRelease:
     row = builds.bnb_release(_bnb(f))
     if row is None:
-        raise UnknownFact(f"{f.pkg('bitsandbytes')} predates the binary table (0.36.0)")
+        raise UnknownFact(
+            f"no wheel of {f.pkg('bitsandbytes')} was read for its CUDA libraries "
+            f"({builds.BNB_DATA} covers {builds.bnb_covered_text()}): unconfirmed"
+        )
     return row
 
 
@@ -46,17 +49,28 @@ def _cuda(f: Facts) -> str:
     return cuda
 
 
-def _library(f: Facts) -> str | None:
-    return builds.bnb_library_for(_row(f), _cuda(f))
+def _library(f: Facts) -> builds.BnbLibrary | None:
+    return builds.bnb_library_for(_row(f), _cuda(f), f.cc)
+
+
+_NO_MATCH = {
+    "cpu-fallback": "it then silently loads its CPU library",
+    "error": "it then fails to load a native library",
+    "nearest": "no library of the same CUDA major is left to fall back to",
+}
 
 
 def _library_missing(f: Facts) -> str:
     row = _row(f)
-    libs = ", ".join(row.cuda_libs or ())
-    fallback = "" if row.nearest_lib else "; before 0.50 it then silently loads its CPU library"
+    lt = row.wants_cublaslt(f.cc)
+    kind = "" if row.cublaslt_source is None else ("cuBLASLt " if lt else "*_nocublaslt ")
+    libs = ", ".join(lib.cuda for lib in row.libraries if lib.cublaslt == lt) or "no CUDA version"
+    then = _NO_MATCH[row.no_match]
+    if row.no_match == "cpu-fallback" and not row.cpu_library:
+        then = "it then falls back to its CPU library, which this wheel lacks: it fails to load"
     return (
-        f"{f.pkg('bitsandbytes')} ships CUDA libraries for {libs}, none for CUDA {_cuda(f)} "
-        f"({f.torch_label}){fallback}"
+        f"{f.pkg('bitsandbytes')} ships {kind}CUDA libraries for {libs}, none for CUDA "
+        f"{_cuda(f)} ({f.torch_label}); {then} ({row.no_match_source})"
     )
 
 
@@ -64,26 +78,38 @@ def _library_covers(f: Facts) -> bool:
     lib = _library(f)
     if lib is None:
         return True  # bnb-library-for-cuda reports it
-    row = _row(f)
-    if row.since == "0.39.0" and f.cc < (5, 0):
-        raise UnknownFact(
-            "the 0.39.0 changelog says Kepler binaries left the pip wheels, while the 0.39.x "
-            "wheels' fatbins reportedly still hold sm_37 code"
-        )
-    return builds.coverage(builds.bnb_targets_for(row, lib), f.cc) == "sass"
+    return builds.coverage(lib.targets, f.cc) is not None
 
 
 def _library_targets(f: Facts) -> str:
     lib = _library(f)
     assert lib is not None
-    targets = builds.bnb_targets_for(_row(f), lib)
     text = (
-        f"{f.pkg('bitsandbytes')}'s CUDA {lib} library targets "
-        f"{builds.targets_text(targets)}, nothing for {f.gpu_label}"
+        f"{f.pkg('bitsandbytes')}'s {lib.file} targets {builds.targets_text(lib.targets)}, "
+        f"nothing for {f.gpu_label}"
     )
-    if f.cc >= (10, 0) and f.version("bitsandbytes").release < (0, 45, 3):
-        text += "; Blackwell libraries ship from bitsandbytes 0.45.3 (CUDA 12.8)"
+    span = builds.bnb_releases_covering(f.cc)
+    if span is not None:
+        text += f"; bitsandbytes {span[0]}-{span[1]} ship code for it"
     return text
+
+
+def _has_cublaslt_library(f: Facts) -> bool:
+    lib = _library(f)
+    return lib is not None and lib.cublaslt
+
+
+def _nocublaslt_found(f: Facts) -> str:
+    row = _row(f)
+    lib = _library(f)
+    digits = _cuda(f).replace(".", "")
+    if lib is None:
+        return (
+            f"{f.pkg('bitsandbytes')} lacks libbitsandbytes_cuda{digits}.so (in {row.wheel}) "
+            f"for {f.gpu_label}"
+        )
+    why = f" (its loader picks cuBLASLt by compute capability: {row.cublaslt_source})"
+    return f"{f.pkg('bitsandbytes')} loads {lib.file} on {f.gpu_label}{why}"
 
 
 BNB_RULES: tuple[Rule, ...] = (
@@ -166,8 +192,7 @@ BNB_RULES: tuple[Rule, ...] = (
         device="cuda",
         requirement="bitsandbytes must ship a CUDA library for torch's CUDA version",
         otherwise=Status.UNSUPPORTED,
-        source="bitsandbytes wheel contents and build workflows (probes/builds.py); "
-        "REFERENCE §8 (before 0.50 a missing library loads the CPU one)",
+        source=f"bitsandbytes wheel contents and loader source, per release ({builds.BNB_DATA})",
         applies=lambda f: f.has("bitsandbytes") and f.torch_cuda_text is not None,
         holds=lambda f: _library(f) is not None,
         found=_library_missing,
@@ -176,12 +201,10 @@ BNB_RULES: tuple[Rule, ...] = (
         id="bnb-library-covers-gpu",
         modes=QUANTIZED,
         device="cuda",
-        requirement="bitsandbytes' CUDA library must contain code for the GPU "
-        "(sm_37 last in 0.39.x; Blackwell from 0.45.3 with CUDA 12.8; Maxwell dropped in "
-        "0.48; CUDA 13 libraries start at sm_75)",
+        requirement="the bitsandbytes CUDA library that loads must contain code for the GPU "
+        "(SASS for its architecture, or PTX the driver can compile)",
         otherwise=Status.UNSUPPORTED,
-        source="bitsandbytes Makefile and .github/scripts/build-cuda.sh per tag "
-        "(probes/builds.py); 0.39.0 and 0.48.0 changelogs",
+        source=f"cuobjdump --list-elf/--list-ptx of each release's libraries ({builds.BNB_DATA})",
         applies=lambda f: f.has("bitsandbytes") and f.torch_cuda_text is not None,
         holds=_library_covers,
         found=_library_targets,
@@ -191,13 +214,20 @@ BNB_RULES: tuple[Rule, ...] = (
         id="bnb-0.36.0-no-cublaslt",
         modes=INT8,
         device="cuda",
-        requirement="int8 needs bitsandbytes' cuBLASLt library, which the bitsandbytes "
-        "0.36.0 wheel lacks (it ships only *_nocublaslt libraries; 0.36.0.post2 has them)",
+        requirement="int8 with bitsandbytes < 0.37 needs the cuBLASLt library "
+        "(libbitsandbytes_cudaXYZ.so); a *_nocublaslt library has no int8 matmul",
         otherwise=Status.UNSUPPORTED,
-        source="wheel contents of bitsandbytes 0.36.0 and 0.36.0.post2 (PyPI)",
-        applies=lambda f: f.has("bitsandbytes") and _bnb(f) == Version("0.36.0"),
-        holds=lambda f: False,
-        found=lambda f: f"{f.pkg('bitsandbytes')} on {f.gpu_label}",
+        source=f"wheel contents and loader source per release ({builds.BNB_DATA}); "
+        "bitsandbytes 0.37.0 changelog",
+        # GPUs without int8 tensor cores are bnb-lt-0.37-needs-turing's: one reason each.
+        applies=lambda f: (
+            f.has("bitsandbytes")
+            and f.below("bitsandbytes", "0.37")
+            and f.torch_cuda_text is not None
+            and f.has_int8_tensor_cores
+        ),
+        holds=_has_cublaslt_library,
+        found=_nocublaslt_found,
     ),
     Rule(
         id="bnb-lt-0.37-needs-turing",

@@ -92,11 +92,23 @@ def test_bnb_library_selection() -> None:
     row_050 = builds.bnb_release(Version("0.50.2"))
     row_049 = builds.bnb_release(Version("0.49.2"))
     assert row_050 is not None and row_049 is not None
-    assert builds.bnb_library_for(row_050, "12.9") == "12.8"  # nearest older, same major
-    assert builds.bnb_library_for(row_050, "12.0") is None  # nothing older in 12.x
-    assert builds.bnb_library_for(row_049, "13.2") is None  # exact only: CPU library
-    assert builds.bnb_targets_for(row_050, "13.0")[0] == "sm_75"
-    assert builds.bnb_targets_for(row_050, "12.6")[0] == "sm_60"
+    ampere = (8, 0)
+
+    def cuda_of(row: builds.BnbRelease, cuda: str) -> str | None:
+        lib = builds.bnb_library_for(row, cuda, ampere)
+        return None if lib is None else lib.cuda
+
+    assert cuda_of(row_050, "12.9") == "12.8"  # nearest older, same major
+    # nothing older in 12.x: 0.50's loader takes the nearest newer one of the same major
+    # (bitsandbytes 0.50.2 cextension.py get_cuda_bnb_library_path, priority 3)
+    assert cuda_of(row_050, "12.0") == "12.1"
+    assert cuda_of(row_050, "11.7") == "11.8"
+    assert cuda_of(row_049, "13.2") is None  # exact only
+    lib_130 = builds.bnb_library_for(row_050, "13.0", ampere)
+    lib_126 = builds.bnb_library_for(row_050, "12.6", ampere)
+    assert lib_130 is not None and lib_126 is not None
+    assert lib_130.targets[0] == "sm_75"
+    assert lib_126.targets[0] == "sm_60"
 
 
 def test_a_custom_torch_build_is_unknown_until_verify_reads_it() -> None:

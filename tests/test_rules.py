@@ -167,12 +167,19 @@ CASES = [
     Case("bnb-library-covers-gpu", True, cc=(7, 0), torch_cuda="12.8", packages=bnb("0.46.1")),
     Case("bnb-library-covers-gpu", False, cc=(7, 0), torch_cuda="12.8", packages=bnb("0.47.0")),
     Case("bnb-library-covers-gpu", True, cc=(3, 7), torch_cuda="11.8", packages=bnb("0.40.0")),
-    Case("bnb-library-covers-gpu", False, cc=(3, 7), torch_cuda="11.8", packages=bnb("0.38.1")),
+    # sm_37 is only in the 11.0-11.7 *_nocublaslt libraries, last in 0.39.0 (cuobjdump data)
+    Case("bnb-library-covers-gpu", False, cc=(3, 7), torch_cuda="11.7", packages=bnb("0.38.1")),
+    Case("bnb-library-covers-gpu", True, cc=(3, 7), torch_cuda="11.8", packages=bnb("0.38.1")),
+    Case("bnb-library-covers-gpu", False, cc=(3, 7), torch_cuda="11.7", packages=bnb("0.39.0")),
+    Case("bnb-library-covers-gpu", True, cc=(3, 7), torch_cuda="11.7", packages=bnb("0.39.1")),
     # LLM.int8's matmul by version and GPU
     Case("bnb-0.36.0-no-cublaslt", True, cc=(7, 5), torch_cuda="11.8", packages=bnb("0.36.0")),
     Case(
         "bnb-0.36.0-no-cublaslt", False, cc=(7, 5), torch_cuda="11.8", packages=bnb("0.36.0.post2")
     ),
+    # 0.31-0.35 load the cuBLASLt library only on cc 7.5, 8.0, 8.6 (cuda_setup/main.py)
+    Case("bnb-0.36.0-no-cublaslt", True, cc=(8, 9), torch_cuda="11.8", packages=bnb("0.35.4")),
+    Case("bnb-0.36.0-no-cublaslt", False, cc=(8, 6), torch_cuda="11.8", packages=bnb("0.35.4")),
     Case("bnb-lt-0.37-needs-turing", True, cc=(7, 0), torch_cuda="11.7", packages=bnb("0.36.0")),
     Case("bnb-lt-0.37-needs-turing", False, cc=(7, 5), torch_cuda="11.7", packages=bnb("0.36.0")),
     Case(
