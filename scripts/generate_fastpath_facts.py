@@ -149,7 +149,8 @@ def read_transformers(wheel: Path) -> dict[str, Any]:
     pop_fa2 = _find(modeling, r'kwargs\.pop\("use_flash_attention_2"')
     pop_attn = _find(modeling, r'kwargs\.pop\("attn_implementation"|attn_implementation: Optional')
     default = _find(
-        modeling, r'in \[None, "sdpa"\]|in \(None, "sdpa"\)|Sdpa is the default|sdpa.*is the default'
+        modeling,
+        r'in \[None, "sdpa"\]|in \(None, "sdpa"\)|Sdpa is the default|sdpa.*is the default',
     )
     bt = _find(modeling, r"def to_bettertransformer\(")
     return {
