@@ -129,9 +129,8 @@ def meets_floor(flash_attn: str, floor: tuple[str, str, str]) -> bool:
     installed = _parse(flash_attn)
     if installed is None:
         return False
-    # Compare on the release numbers: a local build tag (+cu12torch2.4) is no older release.
-    base = Version(installed.base_version)
-    return base > Version(bound) if op == ">" else base >= Version(bound)
+    # The comparison transformers itself makes (packaging's order, post/local tags included).
+    return installed > Version(bound) if op == ">" else installed >= Version(bound)
 
 
 def runtime_accepts(fa: FlashAttnRelease, cc: tuple[int, int]) -> tuple[bool, str]:

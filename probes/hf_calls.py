@@ -218,7 +218,7 @@ def plan_fastpath(
         notes.append("BetterTransformer needs optimum < 2 with transformers < 4.49")
     tail = f" ({'; '.join(notes)})" if notes else ""
     if not sdpa:
-        return FastpathPlan("eager", f"no fused attention: eager{tail}", ())
+        return FastpathPlan("eager", f"no fused attention: eager{tail}", kernels)
     backends = ", ".join(kernels) if kernels else "math kernel only"
     return FastpathPlan("sdpa", f"native SDPA{tail}; kernels: {backends}", kernels)
 
