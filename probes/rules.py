@@ -68,8 +68,8 @@ def _resolves_to(mode: str, f: Facts) -> str | None:
     if plan.implementation == "sdpa":
         kernels = ", ".join(plan.kernels) if plan.kernels else "math"
         text = f"attn_implementation='sdpa' ({kernels})"
-    elif plan.implementation == "flash_attention_2":
-        text = "attn_implementation='flash_attention_2'"
+    elif plan.implementation in ("flash_attention_2", "eager"):
+        text = plan.call
     else:
         refused = ", ".join(sorted(BETTERTRANSFORMER_REFUSED_MODEL_TYPES))
         text = (

@@ -133,12 +133,24 @@ def _fastpath_plan(report: Report, model_type: str | None, model_class: type | N
         if class_supports(model_class, "_supports_flash_attn_2") and class_supports(
             model_class, "_supports_flash_attn"
         ):
+            # transformers 4.34-4.35 take the boolean; attn_implementation came in 4.36.
+            switch: dict[str, Any] = (
+                {"use_flash_attention_2": True}
+                if plan.keyword == "use_flash_attention_2"
+                else {"attn_implementation": "flash_attention_2"}
+            )
             return LoadPlan(
-                kwargs={"attn_implementation": "flash_attention_2"},
+                kwargs=switch,
                 applied="flash_attention_2",
                 attention="flash_attention_2",
             )
         note: str | None = f"{_class_name(model_class)} has no flash_attention_2 support"
+        if plan.keyword == "use_flash_attention_2":
+            # transformers before 4.36 has no SDPA switch to fall back on.
+            return LoadPlan(applied=f"eager (fallback: {note})", fallback=note)
+    elif plan.implementation == "eager":
+        # No attn_implementation keyword before transformers 4.36: pass nothing.
+        return LoadPlan(applied=f"eager (fallback: {plan.reason})", fallback=plan.reason)
     else:
         # A fallback only when this stack would use BetterTransformer for another model.
         refused = (
