@@ -408,10 +408,15 @@ def _decoder_only(
     mlp_phase = base + mlp_live * t * inter * a
     residual = x_norm = t * h * a
     quant = _dequantized(mode, estimate)
+    if shape.experts and shape.sparse_layers:
+        mlp_phase = max(mlp_phase, base + moe_bytes(shape, t, a))
     if _info(mode).bits == 8 and shape.experts:
-        # The experts stay 16-bit (3-D parameters); LLM.int8 runs on the attention
-        # projections (and a shared expert), beside the layer's input.
-        quant = _quantized_linear(mode, t, h, max(nh * hd, shape.shared_intermediate), a)
+        # The experts stay 16-bit (3-D parameters): LLM.int8 runs on the attention
+        # projections (and a shared expert), in the attention phase, beside the layer's
+        # input; it costs only what it adds over the larger MoE phase.
+        width = max(nh * hd, shape.shared_intermediate)
+        int8_phase = base + t * width * a + _quantized_linear(mode, t, h, width, a)
+        quant = max(0, int8_phase - max(attention_phase, mlp_phase))
     elif _info(mode).bits == 8:
         # The up projection on x (after the gate's activation when gated), then the down
         # projection on the product: each beside its int8 working set and int32 product.
@@ -420,8 +425,6 @@ def _decoder_only(
         up += _quantized_linear(mode, t, h, inter, a)
         down = residual + t * inter * a + t * h * a + _quantized_linear(mode, t, inter, h, a)
         quant = max(0, up - mlp_phase, down - mlp_phase)
-    if shape.experts and shape.sparse_layers:
-        mlp_phase = max(mlp_phase, base + moe_bytes(shape, t, a))
     activations = max(attention_phase, mlp_phase) + rotary
     prefill = _Moment(
         "prefill",
