@@ -351,6 +351,12 @@ def _fit_mode(
     need = predicted.peak_reserved_bytes if predicted else needed_bytes(mode, weights)
     if predicted is not None:
         wants = f"peak {format_bytes(predicted.peak_bytes)} at {predicted.peak_moment}"
+        if not predicted.confirmed:
+            wants += (
+                f" (unconfirmed: no workload model for {estimate.model_type!r}, "
+                f"{format_bytes(predicted.margin)} margin included; measure with: "
+                f"{predicted.measure_with})"
+            )
     else:
         wants = f"needs {format_bytes(need)} ({format_bytes(weights)} weights + headroom)"
     if budget is not None:
