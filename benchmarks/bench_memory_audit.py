@@ -40,9 +40,9 @@ DEEPSEEK_V3 = {
 """An unmodelled type whose config states every size (DeepSeek-V3 layout, small)."""
 
 
-def _wall(argv: list[str], env: dict[str, str]) -> tuple[float, int, str]:
+def _wall(argv: list[str], env: dict[str, str], cwd: str) -> tuple[float, int, str]:
     started = time.perf_counter()
-    done = subprocess.run(argv, capture_output=True, text=True, check=False, env=env)
+    done = subprocess.run(argv, capture_output=True, text=True, check=False, env=env, cwd=cwd)
     return time.perf_counter() - started, done.returncode, done.stdout + done.stderr
 
 
@@ -54,9 +54,10 @@ def main() -> int:
     from gpu_memory_validation import ARCHITECTURES
     from memory_recheck import write_header_model
 
-    env = dict(os.environ)
-    if args.pythonpath:
-        env["PYTHONPATH"] = args.pythonpath
+    # Run from a neutral directory so PYTHONPATH alone picks the tree (``-m`` would put
+    # the working directory first).
+    root = args.pythonpath or str(Path(__file__).resolve().parent.parent)
+    env = {**os.environ, "PYTHONPATH": root}
     audit = [sys.executable, "-m", "pytest_gpuinfer.cli", "audit", "--profile", "h100"]
     with tempfile.TemporaryDirectory() as tmp:
         modelled = write_header_model(Path(tmp) / "mixtral", ARCHITECTURES["mixtral-moe"])
@@ -69,7 +70,7 @@ def main() -> int:
         timings: dict[str, list[float]] = {name: [] for name in commands}
         for _ in range(args.runs):
             for name, argv in commands.items():
-                seconds, code, output = _wall(argv, env)
+                seconds, code, output = _wall(argv, env, tmp)
                 if code not in (0, 1):
                     print(f"{name}: exit {code}: {output.strip().splitlines()[-1:]}")
                     return 1

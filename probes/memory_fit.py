@@ -25,6 +25,7 @@ from pytest_gpuinfer.probes.memory_units import NAMED_DEVICES, MemoryKey, format
 from pytest_gpuinfer.probes.memory_weights import MemoryEstimate, ModeWeights, estimate_model_memory
 from pytest_gpuinfer.probes.memory_workload import (
     CUDA_CONTEXT_BYTES,
+    UNMODELLED_MARGIN,
     Workload,
     WorkloadEstimate,
     estimate_workload,
@@ -169,6 +170,7 @@ class MemoryFit:
                 "cuda_context_bytes": self.cuda_context_bytes,
                 "quantizer_max_memory_factor": QUANTIZER_MAX_MEMORY_FACTOR,
                 "weights_only_headroom": WEIGHTS_ONLY_HEADROOM,
+                "unmodelled_margin": UNMODELLED_MARGIN,
             },
             "max_memory": (
                 None if self.max_memory is None else {str(k): v for k, v in self.max_memory.items()}
