@@ -516,8 +516,10 @@ def main() -> int:
     out = Path(args.out or os.environ.get("OUT") or tempfile.mkdtemp(prefix="memory-validation-"))
 
     if args.child:
-        work = {k: tuple(v) for k, v in json.loads(args.child[2]).items()}
-        found = gpu_child(Path(args.child[0]), args.child[1].split(","), work)  # type: ignore[arg-type]
+        asked: dict[str, tuple[int, int, int]] = {
+            k: (int(v[0]), int(v[1]), int(v[2])) for k, v in json.loads(args.child[2]).items()
+        }
+        found = gpu_child(Path(args.child[0]), args.child[1].split(","), asked)
         print("ROWS " + json.dumps(found))
         return 0
 
