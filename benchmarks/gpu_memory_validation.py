@@ -1,8 +1,14 @@
-"""Predicted vs measured peak memory of generate(), 5 architectures x 5 modes x 3 workloads.
+"""Predicted vs measured peak memory of generate(), per architecture x mode x workload.
 
-On the GPU machine (one H100, about 6 minutes):
+On the GPU machine (one H100, about 6 minutes for the first five architectures):
 
-    OUT=/tmp/out python benchmarks/gpu_memory_validation.py
+    python benchmarks/gpu_memory_validation.py --out /tmp/out
+    # MoE in fp16/int8/nf4 and quantized modes on Qwen2 and Phi-3 (one H200, ~5 min):
+    python benchmarks/gpu_memory_validation.py --out /tmp/out --suite moe-quantized
+    # one model of yours, one row (what an "unconfirmed" estimate says to run):
+    python benchmarks/gpu_memory_validation.py --model DIR --modes int8 --workload 8x2048+64
+    # the predictions only, no model run (full-size shapes, config + header only):
+    python benchmarks/gpu_memory_validation.py --dry-run --suite moe-quantized
 
 For each architecture (Llama-style GQA, GPT-2 MHA, Mistral with a small sliding window,
 T5 encoder-decoder, Gemma 2 with hybrid sliding/global eager attention), a random model
@@ -68,8 +74,44 @@ ARCHITECTURES: dict[str, dict[str, Any]] = {
         "head_dim": 128, "vocab_size": 32000, "max_position_embeddings": 8320,
         "sliding_window": 1024,
     },
+    "mixtral-moe": {
+        "model_type": "mixtral", "hidden_size": 1024, "intermediate_size": 3584,
+        "num_hidden_layers": 12, "num_attention_heads": 16, "num_key_value_heads": 8,
+        "num_local_experts": 8, "num_experts_per_tok": 2, "vocab_size": 32000,
+        "max_position_embeddings": 8320,
+    },
+    "qwen2-moe": {
+        "model_type": "qwen2_moe", "hidden_size": 1024, "intermediate_size": 2816,
+        "moe_intermediate_size": 1408, "shared_expert_intermediate_size": 2816,
+        "num_hidden_layers": 12, "num_attention_heads": 16, "num_key_value_heads": 16,
+        "num_experts": 16, "num_experts_per_tok": 4, "vocab_size": 32000,
+        "max_position_embeddings": 8320,
+    },
+    "qwen2-bias": {
+        "model_type": "qwen2", "hidden_size": 1536, "intermediate_size": 4864,
+        "num_hidden_layers": 16, "num_attention_heads": 12, "num_key_value_heads": 2,
+        "vocab_size": 32000, "max_position_embeddings": 8320, "tie_word_embeddings": False,
+    },
+    "phi3-fused": {
+        "model_type": "phi3", "hidden_size": 1536, "intermediate_size": 4096,
+        "num_hidden_layers": 16, "num_attention_heads": 16, "num_key_value_heads": 16,
+        "vocab_size": 32064, "max_position_embeddings": 8320, "pad_token_id": 0,
+    },
 }  # fmt: skip
-"""Random models of 0.5-0.6B parameters whose attention layouts differ."""
+"""Random models of 0.5-1.3B parameters whose attention (and MLP) layouts differ: the
+first five were validated on the H100 (docs/memory.md); Mixtral (12 layers, 8 experts,
+top-2, 1.2B) is the MoE, Qwen2 (q/k/v bias) and Phi-3 (fused qkv and gate_up) the two
+more decoders for the quantized modes."""
+
+SUITES: dict[str, dict[str, tuple[str, ...]]] = {
+    "h100": {arch: ("fp16", "bf16", "int8", "nf4", "fastpath") for arch in list(ARCHITECTURES)[:5]},
+    "moe-quantized": {
+        "mixtral-moe": ("fp16", "int8", "nf4"),
+        "qwen2-bias": ("fp16", "int8", "nf4"),
+        "phi3-fused": ("fp16", "int8", "nf4"),
+    },
+}
+"""Which modes each architecture runs in, per suite (``--suite``)."""
 
 TINY: dict[str, dict[str, Any]] = {
     "llama-gqa": {
@@ -91,6 +133,29 @@ TINY: dict[str, dict[str, Any]] = {
         "num_hidden_layers": 2, "num_attention_heads": 4, "num_key_value_heads": 2,
         "head_dim": 16, "vocab_size": 500, "max_position_embeddings": 1024,
         "sliding_window": 64,
+    },
+    "mixtral-moe": {
+        "model_type": "mixtral", "hidden_size": 64, "intermediate_size": 224,
+        "num_hidden_layers": 2, "num_attention_heads": 4, "num_key_value_heads": 2,
+        "num_local_experts": 8, "num_experts_per_tok": 2, "vocab_size": 500,
+        "max_position_embeddings": 1024,
+    },
+    "qwen2-moe": {
+        "model_type": "qwen2_moe", "hidden_size": 64, "intermediate_size": 176,
+        "moe_intermediate_size": 96, "shared_expert_intermediate_size": 192,
+        "num_hidden_layers": 2, "num_attention_heads": 4, "num_key_value_heads": 2,
+        "num_experts": 8, "num_experts_per_tok": 2, "vocab_size": 500,
+        "max_position_embeddings": 1024,
+    },
+    "qwen2-bias": {
+        "model_type": "qwen2", "hidden_size": 64, "intermediate_size": 176,
+        "num_hidden_layers": 2, "num_attention_heads": 4, "num_key_value_heads": 2,
+        "vocab_size": 500, "max_position_embeddings": 1024,
+    },
+    "phi3-fused": {
+        "model_type": "phi3", "hidden_size": 64, "intermediate_size": 176,
+        "num_hidden_layers": 2, "num_attention_heads": 4, "num_key_value_heads": 4,
+        "vocab_size": 500, "max_position_embeddings": 1024, "pad_token_id": 0,
     },
 }  # fmt: skip
 
@@ -337,6 +402,7 @@ def gpu_child(
                     "predicted_peak": predicted.peak_bytes,
                     "predicted_load": predicted.load_peak,
                     "prediction": predicted.to_dict(),
+                    "confirmed": predicted.confirmed,
                     "generate_s": round(seconds, 2),
                     "error": failure,
                 }
@@ -391,48 +457,120 @@ def _table(rows: list[dict[str, Any]]) -> list[str]:
     return lines
 
 
+def parse_workload(text: str) -> tuple[int, int, int]:
+    """``8x2048+64`` -> (8, 2048, 64)."""
+    try:
+        shape, _, new = text.partition("+")
+        batch, _, seq = shape.lower().partition("x")
+        values = (int(batch), int(seq), int(new or 0))
+    except ValueError:
+        values = (0, 0, 0)
+    if values[0] < 1 or values[1] < 1 or values[2] < 0:
+        raise SystemExit(
+            f"--workload {text!r} is not valid: expected BATCHxSEQ+NEW, e.g. 8x2048+64"
+        )
+    return values
+
+
+def dry_run(archs: dict[str, tuple[str, ...]], workloads: dict[str, tuple[int, int, int]]) -> int:
+    """The predictions for the full-size shapes, from config.json and a header-only
+    checkpoint (memory_recheck's sparse safetensors): no weights, no GPU."""
+    from memory_recheck import write_header_model
+
+    from pytest_gpuinfer.probes.memory_weights import estimate_model_memory
+    from pytest_gpuinfer.probes.memory_workload import Workload, estimate_workload
+
+    with tempfile.TemporaryDirectory(prefix="memval-dry-") as tmp:
+        for arch, modes in archs.items():
+            directory = write_header_model(Path(tmp) / arch, ARCHITECTURES[arch])
+            estimate = estimate_model_memory(directory, modes)
+            for mode in modes:
+                for name, (batch, seq, new) in workloads.items():
+                    w = estimate_workload(estimate, mode, Workload(batch, seq, new))
+                    flag = "" if w.confirmed else "  unconfirmed"
+                    print(
+                        f"{arch:<16}{mode:<9}{name:<6}{w.peak_reserved_bytes / MiB:>9.0f} MiB "
+                        f"(weights {w.weights / MiB:.0f}, kv {w.kv_cache / MiB:.0f}, "
+                        f"act {w.activations / MiB:.0f}, quant {w.quantization_buffers / MiB:.0f},"
+                        f" alloc {w.allocator / MiB:.0f}){flag}"
+                    )
+    return 0
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--cpu", action="store_true", help="tiny models on the CPU")
+    parser.add_argument("--dry-run", action="store_true", help="print predictions only")
+    parser.add_argument("--suite", choices=sorted(SUITES), default="h100")
     parser.add_argument("--arch", action="append", help="only these architectures")
-    parser.add_argument("--child", nargs=2, metavar=("MODEL_DIR", "ARCH"), help=argparse.SUPPRESS)
+    parser.add_argument("--model", help="measure this model directory instead")
+    parser.add_argument("--modes", help="comma-separated modes (default: the suite's)")
+    parser.add_argument(
+        "--workload", action="append", help="BATCHxSEQ+NEW (repeatable; default: 3 workloads)"
+    )
+    parser.add_argument("--out", help="directory for the JSON and log (default: $OUT or a temp)")
+    parser.add_argument("--child", nargs=3, metavar=("MODEL_DIR", "MODES", "WORK"),
+                        help=argparse.SUPPRESS)  # fmt: skip
     parser.add_argument("--timeout", type=float, default=150.0, help="seconds per architecture")
     args = parser.parse_args()
-    out = Path(os.environ.get("OUT") or tempfile.mkdtemp(prefix="memory-validation-"))
-    out.mkdir(parents=True, exist_ok=True)
+    out = Path(args.out or os.environ.get("OUT") or tempfile.mkdtemp(prefix="memory-validation-"))
 
     if args.child:
-        found = gpu_child(Path(args.child[0]), list(GPU_MODES), GPU_WORKLOADS)
+        asked: dict[str, tuple[int, int, int]] = {
+            k: (int(v[0]), int(v[1]), int(v[2])) for k, v in json.loads(args.child[2]).items()
+        }
+        found = gpu_child(Path(args.child[0]), args.child[1].split(","), asked)
         print("ROWS " + json.dumps(found))
         return 0
 
+    suite = SUITES[args.suite]
+    names = args.arch or list(suite)
+    for name in names:
+        if name not in ARCHITECTURES:
+            raise SystemExit(
+                f"--arch {name!r} is not known: expected one of {', '.join(ARCHITECTURES)}"
+            )
+    chosen = {n: suite.get(n, ("fp16", "int8", "nf4")) for n in names}
+    if args.modes:
+        chosen = {n: tuple(args.modes.split(",")) for n in chosen}
+    workloads = GPU_WORKLOADS
+    if args.workload:
+        workloads = {w: parse_workload(w) for w in args.workload}
+    if args.dry_run:
+        return dry_run(chosen, workloads)
+
     import torch
 
+    out.mkdir(parents=True, exist_ok=True)
     cpu = args.cpu or not torch.cuda.is_available()
-    archs = args.arch or list(ARCHITECTURES)
     rows: list[dict[str, Any]] = []
     log = (out / "memory_validation.log").open("w")
     started = time.perf_counter()
     with tempfile.TemporaryDirectory(prefix="memval-") as tmp:
-        for arch in archs:
-            directory = Path(tmp) / arch
+        targets = {"model": Path(args.model)} if args.model else {n: Path(tmp) / n for n in chosen}
+        for arch, directory in targets.items():
+            modes = chosen.get(arch) or tuple((args.modes or "fp16,int8,nf4").split(","))
             t0 = time.perf_counter()
             if cpu:
-                write_model(directory, TINY[arch], "cpu")
-                for mode in CPU_MODES:
+                tiny = [m for m in modes if m in CPU_MODES] or list(CPU_MODES)
+                if not args.model:
+                    write_model(directory, TINY[arch], "cpu")
+                for mode in tiny:
                     for name, work in CPU_WORKLOADS.items():
                         result = cpu_measure(directory, mode, work)
                         rows.append({"arch": arch, "mode": mode, "workload": name, **result})
                 continue
-            write_model(directory, ARCHITECTURES[arch], "cuda")
+            if not args.model:
+                write_model(directory, ARCHITECTURES[arch], "cuda")
             log.write(f"{arch}: written in {time.perf_counter() - t0:.1f} s\n")
             try:
                 child = subprocess.run(
-                    [sys.executable, __file__, "--child", str(directory), arch],
+                    [sys.executable, __file__, "--child", str(directory), ",".join(modes),
+                     json.dumps(workloads)],
                     capture_output=True,
                     text=True,
                     timeout=args.timeout,
-                )
+                )  # fmt: skip
                 log.write(child.stderr[-4000:])
                 lines = [x for x in child.stdout.splitlines() if x.startswith("ROWS ")]
                 found = json.loads(lines[-1][5:]) if lines else []

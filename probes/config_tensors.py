@@ -37,8 +37,12 @@ def _norm(spec: _Spec, name: str, width: int, bias: bool = False) -> None:
 def _llama_like(data: Mapping[str, Any], s: ModelShape) -> _Spec:
     spec: _Spec = []
     h, hd, inter = s.hidden, s.head_dim, s.intermediate
+    arch = s.architecture
+    qkv_default = bool(arch and arch.qkv_bias_default)
     attention_bias = bool(data.get("attention_bias", False)) or s.model_type == "qwen2"
+    qkv_bias = bool(data.get("qkv_bias", qkv_default)) or attention_bias
     mlp_bias = bool(data.get("mlp_bias", False))
+    sparse = _sparse_layers(data, s)
     _t(spec, "model.embed_tokens.weight", s.vocab, h)
     for i in range(s.layers):
         p = f"model.layers.{i}"
@@ -48,14 +52,20 @@ def _llama_like(data: Mapping[str, Any], s: ModelShape) -> _Spec:
             _linear(spec, f"{p}.mlp.gate_up_proj", 2 * inter, h, False)
             _linear(spec, f"{p}.mlp.down_proj", h, inter, False)
         else:
-            _linear(spec, f"{p}.self_attn.q_proj", s.heads * hd, h, attention_bias)
-            _linear(spec, f"{p}.self_attn.k_proj", s.kv_heads * hd, h, attention_bias)
-            _linear(spec, f"{p}.self_attn.v_proj", s.kv_heads * hd, h, attention_bias)
+            _linear(spec, f"{p}.self_attn.q_proj", s.heads * hd, h, qkv_bias)
+            _linear(spec, f"{p}.self_attn.k_proj", s.kv_heads * hd, h, qkv_bias)
+            _linear(spec, f"{p}.self_attn.v_proj", s.kv_heads * hd, h, qkv_bias)
             o_bias = attention_bias and s.model_type != "qwen2"
             _linear(spec, f"{p}.self_attn.o_proj", h, s.heads * hd, o_bias)
-            _linear(spec, f"{p}.mlp.gate_proj", inter, h, mlp_bias)
-            _linear(spec, f"{p}.mlp.up_proj", inter, h, mlp_bias)
-            _linear(spec, f"{p}.mlp.down_proj", h, inter, mlp_bias)
+            if s.model_type == "qwen3_moe":
+                _norm(spec, f"{p}.self_attn.q_norm", hd)
+                _norm(spec, f"{p}.self_attn.k_norm", hd)
+            if i in sparse:
+                _experts(spec, p, s)
+            else:
+                _linear(spec, f"{p}.mlp.gate_proj", inter, h, mlp_bias)
+                _linear(spec, f"{p}.mlp.up_proj", inter, h, mlp_bias)
+                _linear(spec, f"{p}.mlp.down_proj", h, inter, mlp_bias)
         norms = ["input_layernorm", "post_attention_layernorm"]
         if s.model_type == "gemma2":
             norms += ["pre_feedforward_layernorm", "post_feedforward_layernorm"]
@@ -65,6 +75,40 @@ def _llama_like(data: Mapping[str, Any], s: ModelShape) -> _Spec:
     if not s.tie_word_embeddings:
         _t(spec, "lm_head.weight", s.vocab, h)
     return spec
+
+
+def _sparse_layers(data: Mapping[str, Any], s: ModelShape) -> set[int]:
+    # As Qwen2MoeDecoderLayer: sparse where not in mlp_only_layers and (i + 1) is a
+    # multiple of decoder_sparse_step; Mixtral: every layer.
+    if not s.experts:
+        return set()
+    dense = set(data.get("mlp_only_layers") or ())
+    step = int(data.get("decoder_sparse_step") or 1)
+    return {i for i in range(s.layers) if i not in dense and (i + 1) % step == 0}
+
+
+def _experts(spec: _Spec, p: str, s: ModelShape) -> None:
+    """One sparse MLP as ``save_pretrained`` writes it (transformers 5 saves the original
+    per-expert layout and merges it into 3-D ``experts.gate_up_proj`` / ``down_proj``
+    parameters on load); the router is a plain parameter of E x hidden."""
+    h, width = s.hidden, s.expert_intermediate
+    if s.model_type == "mixtral":
+        block = f"{p}.block_sparse_moe"
+        names = ("w1", "w3", "w2")  # gate, up, down
+    else:
+        block = f"{p}.mlp"
+        names = ("gate_proj", "up_proj", "down_proj")
+    _t(spec, f"{block}.gate.weight", s.experts, h)
+    for e in range(s.experts):
+        _t(spec, f"{block}.experts.{e}.{names[0]}.weight", width, h)
+        _t(spec, f"{block}.experts.{e}.{names[1]}.weight", width, h)
+        _t(spec, f"{block}.experts.{e}.{names[2]}.weight", h, width)
+    if s.shared_intermediate:
+        shared = s.shared_intermediate
+        _linear(spec, f"{block}.shared_expert.gate_proj", shared, h, False)
+        _linear(spec, f"{block}.shared_expert.up_proj", shared, h, False)
+        _linear(spec, f"{block}.shared_expert.down_proj", h, shared, False)
+        _linear(spec, f"{block}.shared_expert_gate", 1, h, False)
 
 
 def _gpt2(data: Mapping[str, Any], s: ModelShape) -> _Spec:
@@ -189,6 +233,9 @@ _BUILDERS: Mapping[str, Callable[[Mapping[str, Any], ModelShape], _Spec]] = {
     "qwen2": _llama_like,
     "phi3": _llama_like,
     "gemma2": _llama_like,
+    "mixtral": _llama_like,
+    "qwen2_moe": _llama_like,
+    "qwen3_moe": _llama_like,
     "gpt2": _gpt2,
     "opt": _opt,
     "bloom": _bloom,

@@ -25,6 +25,7 @@ from pytest_gpuinfer.probes.memory_units import NAMED_DEVICES, MemoryKey, format
 from pytest_gpuinfer.probes.memory_weights import MemoryEstimate, ModeWeights, estimate_model_memory
 from pytest_gpuinfer.probes.memory_workload import (
     CUDA_CONTEXT_BYTES,
+    UNMODELLED_MARGIN,
     Workload,
     WorkloadEstimate,
     estimate_workload,
@@ -169,6 +170,7 @@ class MemoryFit:
                 "cuda_context_bytes": self.cuda_context_bytes,
                 "quantizer_max_memory_factor": QUANTIZER_MAX_MEMORY_FACTOR,
                 "weights_only_headroom": WEIGHTS_ONLY_HEADROOM,
+                "unmodelled_margin": UNMODELLED_MARGIN,
             },
             "max_memory": (
                 None if self.max_memory is None else {str(k): v for k, v in self.max_memory.items()}
@@ -351,6 +353,12 @@ def _fit_mode(
     need = predicted.peak_reserved_bytes if predicted else needed_bytes(mode, weights)
     if predicted is not None:
         wants = f"peak {format_bytes(predicted.peak_bytes)} at {predicted.peak_moment}"
+        if not predicted.confirmed:
+            wants += (
+                f" (unconfirmed: no workload model for {estimate.model_type!r}, "
+                f"{format_bytes(predicted.margin)} margin included; measure with: "
+                f"{predicted.measure_with})"
+            )
     else:
         wants = f"needs {format_bytes(need)} ({format_bytes(weights)} weights + headroom)"
     if budget is not None:

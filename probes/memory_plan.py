@@ -145,16 +145,14 @@ def plan_device_maps(
             continue
         special: dict[str, Any] = {}
         budget = dict(max_memory)
-        if mode == "fp32":
-            dtype: Any = torch.float32
-        else:
-            dtype = torch.float16
-            if mode != "bf16":
-                special.update(keep_fp32)
-            else:
-                dtype = torch.bfloat16
-        if mode in QUANTIZED_MODES:
-            low = torch.int8 if mode == "int8" else CustomDtype.INT4
+        info = MODE_INFO[mode]
+        # The dtype the unquantized weights load in (quantized modes: fp16), and
+        # _keep_in_fp32_modules wherever that is fp16.
+        dtype: Any = getattr(torch, info.weight_dtype or "float16")
+        if dtype == torch.float16:
+            special.update(keep_fp32)
+        if info.quantized:
+            low = torch.int8 if info.bits == 8 else CustomDtype.INT4
             special.update(dict.fromkeys(quantizable, low))
             budget = {k: int(v * QUANTIZER_MAX_MEMORY_FACTOR) for k, v in budget.items()}
         with _accelerate_warnings() as said:

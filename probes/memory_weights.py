@@ -17,7 +17,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from pytest_gpuinfer.probes import modes as _modes
 from pytest_gpuinfer.probes.errors import InputError
+from pytest_gpuinfer.probes.memory_class_facts import Unknown
 from pytest_gpuinfer.probes.memory_meta import WeightTensor
 from pytest_gpuinfer.probes.memory_units import format_bytes
 from pytest_gpuinfer.probes.model_shape import (
@@ -26,8 +28,9 @@ from pytest_gpuinfer.probes.model_shape import (
     OUTPUT_EMBEDDING,
     ModelShape,
     model_shape,
+    states_experts,
 )
-from pytest_gpuinfer.probes.modes import MODES, QUANTIZED_MODES
+from pytest_gpuinfer.probes.modes import dtype_bytes
 from pytest_gpuinfer.probes.safetensors_header import HeaderTensor, read_checkpoint
 from pytest_gpuinfer.probes.sources import read_config, resolve_config_path
 
@@ -124,9 +127,19 @@ class MemoryEstimate:
         }
 
 
+def _mode(mode: str) -> _modes.Mode:
+    """The descriptor of ``mode`` (read through the module, so a mode added to
+    ``MODE_INFO`` is estimated without an edit here)."""
+    info = _modes.MODE_INFO.get(mode)
+    if info is None:
+        known = ", ".join(_modes.MODE_INFO)
+        raise InputError(f"mode {mode!r} is not known: expected one of {known}")
+    return info
+
+
 def estimate_model_memory(
     source: str | os.PathLike[str],
-    modes: Iterable[str] = MODES,
+    modes: Iterable[str] | None = None,
     *,
     nf4_double_quant: bool = False,
     meta_device: bool = False,
@@ -138,17 +151,23 @@ def estimate_model_memory(
     :data:`probes.model_shape.ARCHITECTURES` is read from its headers; anything else (or
     ``meta_device=True``) is built on the meta device. Nothing is downloaded or allocated.
     ``nf4_double_quant`` mirrors ``bnb_4bit_use_double_quant`` for the nf4 figure.
+    ``modes`` defaults to every mode of :data:`probes.modes.MODE_INFO`.
 
     Raises:
         InputError: bad source, config or checkpoint header, weights that disagree with
             the config, or an unknown mode.
     """
-    wanted = list(dict.fromkeys(modes))
+    wanted = list(dict.fromkeys(_modes.MODE_INFO if modes is None else modes))
     for mode in wanted:
-        if mode not in MODES:
-            raise InputError(f"mode {mode!r} is not known: expected one of {', '.join(MODES)}")
+        _mode(mode)
     config_path = resolve_config_path(source)
     data, model_type = read_config(config_path)
+    if not meta_device and _generic_header_applies(data, model_type, config_path):
+        # A checkpoint of a type without a workload model: its headers give the weights
+        # (no torch, milliseconds); the workload is estimated generically, with a margin.
+        header = read_checkpoint(config_path.parent)
+        if header is not None:
+            return _from_generic_headers(os.fspath(source), config_path, data, header, wanted)
     if not meta_device and _fast_path_applies(data, model_type):
         tensors = read_checkpoint(config_path.parent) if config_path.name == "config.json" else None
         read_from = "safetensors-header"
@@ -174,8 +193,74 @@ def _fast_path_applies(data: dict[str, Any], model_type: str) -> bool:
     return (
         arch is not None
         and all(data.get(key) is not None for key in arch.required)
+        and (not arch.moe or states_experts(data))
         and "quantization_config" not in data
     )
+
+
+def _generic_header_applies(data: dict[str, Any], model_type: str, config_path: Path) -> bool:
+    # A type transformers has a modeling file for (else the meta path's one-line error),
+    # outside the table, with the decoder sizes at the config's top level (a multimodal
+    # config nests them: the meta path reads its text config), not pre-quantized.
+    from pytest_gpuinfer.probes.memory_class_facts import class_facts
+
+    if model_type in ARCHITECTURES or "quantization_config" in data:
+        return False
+    if config_path.name != "config.json" or isinstance(class_facts(model_type).attention, Unknown):
+        return False
+    return _shape(data, str(config_path), None)[0] is not None
+
+
+_ROUTER = "gate"
+"""The router's module name in MoE blocks (``mlp.gate``, ``block_sparse_moe.gate``): a
+plain ``nn.Parameter`` in transformers 5, not an ``nn.Linear``, so never quantized."""
+
+
+def _is_expert(name: str) -> bool:
+    # transformers 5 merges per-expert checkpoint weights into 3-D ``experts.*``
+    # parameters on load (conversion_mapping.py), which bitsandbytes leaves 16-bit.
+    return ".experts." in name
+
+
+def _from_generic_headers(
+    source: str,
+    config_path: Path,
+    data: dict[str, Any],
+    header: list[HeaderTensor],
+    modes: list[str],
+) -> MemoryEstimate:
+    shape = model_shape(data, str(config_path))
+    tensors: list[WeightTensor] = []
+    for t in header:
+        module, _, local = t.name.rpartition(".")
+        last = module.rpartition(".")[2]
+        if last in EMBEDDING_NAMES or (len(t.shape) == 2 and "embed" in last):
+            kind = "embedding"
+        elif (
+            len(t.shape) == 2
+            and local == "weight"
+            and not _is_expert(t.name)
+            and not (shape.experts and last == _ROUTER)
+        ):
+            kind = "linear"
+        else:
+            kind = "other"
+        # Which 2-D weights are nn.Linear is a guess without the class: the estimate is
+        # marked unconfirmed and carries the unmodelled margin (memory_workload).
+        quantizable = kind == "linear" and module != OUTPUT_EMBEDDING
+        out = t.shape[0] if t.shape else 1
+        tensors.append(WeightTensor(t.name, t.numel, kind, quantizable, out, False))
+    rotary = 2 * (shape.head_dim // 2) * 4
+    estimate = _assemble(source, config_path, shape.model_type, tensors, rotary, modes, False)
+    architectures = data.get("architectures")
+    if isinstance(architectures, list) and architectures:
+        estimate.model_class = str(architectures[0])
+    estimate.buffer_count = 2
+    estimate.kept_in_full_precision = [OUTPUT_EMBEDDING]
+    gated = any(".gate" in t.name or "gate_" in t.name or ".w1." in t.name for t in header)
+    estimate.shape = _with_gating(shape, gated)
+    estimate.read_from = "safetensors-header"
+    return estimate
 
 
 def _from_meta(
@@ -262,7 +347,7 @@ def _from_headers(
         last = module.rpartition(".")[2]
         if last in EMBEDDING_NAMES:
             kind = "embedding"
-        elif len(t.shape) == 2 and local == "weight":
+        elif len(t.shape) == 2 and local == "weight" and not _moe_parameter(arch, t.name):
             kind = "linear"
         else:
             kind = "other"
@@ -292,6 +377,13 @@ def _from_headers(
     estimate.shape = shape
     estimate.read_from = "safetensors-header"
     return estimate
+
+
+def _moe_parameter(arch: Any, name: str) -> bool:
+    """An expert weight or a router: parameters of non-Linear modules in transformers 5."""
+    if not arch.moe:
+        return False
+    return _is_expert(name) or name.rpartition(".")[0].rpartition(".")[2] == _ROUTER
 
 
 def _check_agreement(
@@ -368,35 +460,49 @@ def nf4_weight_bytes(numel: int, double_quant: bool) -> int:
 def mode_bytes(
     mode: str, tensors: list[WeightTensor], buffer_bytes: int, double_quant: bool
 ) -> ModeWeights:
-    """The weights of ``tensors`` in ``mode``."""
-    if mode == "fp32":
-        return ModeWeights(mode, sum(t.numel for t in tensors) * 4, buffer_bytes)
+    """The weights of ``tensors`` in ``mode``, from its :class:`probes.modes.Mode`: the
+    dtype the unquantized weights load in, and the bits of the quantized Linear weights."""
+    info = _mode(mode)
+    sixteen = dtype_bytes(info.weight_dtype or "float16") or 2
+    if sixteen >= 4:
+        return ModeWeights(mode, sum(t.numel for t in tensors) * sixteen, buffer_bytes)
+    # _keep_in_fp32_modules applies when loading in fp16 (quantized modes load the rest in
+    # fp16), not in bf16; _keep_in_fp32_modules_strict always.
+    keeps_fp32 = info.weight_dtype != "bfloat16"
     total = 0
     quantized = 0
     largest = 0
     for t in tensors:
-        if mode in QUANTIZED_MODES and t.quantizable:
+        if info.quantized and t.quantizable:
             quantized += t.numel
             largest = max(largest, t.numel)
-            if mode == "int8":
-                # int8 weight plus LLM.int8's fp32 scale per output row (SCB).
-                total += t.numel + t.out_features * 4
-            else:
-                total += nf4_weight_bytes(t.numel, double_quant)
-        elif t.keep_fp32_strict or (t.keep_fp32 and mode != "bf16"):
-            # quantized modes load the rest in fp16, so _keep_in_fp32_modules applies.
+            total += quantized_weight_bytes(info, t, double_quant)
+        elif t.keep_fp32_strict or (t.keep_fp32 and keeps_fp32):
             total += t.numel * 4
         else:
-            total += t.numel * 2
-    note = {
-        "fp16": "",
-        "bf16": "",
-        "fastpath": "same weights as fp16: the attention implementation changes no weights",
-        "int8": "Linear weights int8 + fp32 scale per row; embeddings, norms, lm_head 16-bit",
-        "nf4": (
-            "Linear weights 4-bit + "
-            + ("double-quantized absmax" if double_quant else "fp32 absmax per 64")
-            + "; embeddings, norms, lm_head 16-bit"
-        ),
-    }[mode]
-    return ModeWeights(mode, total, buffer_bytes, quantized, note, largest)
+            total += t.numel * sixteen
+    return ModeWeights(mode, total, buffer_bytes, quantized, _note(info, double_quant), largest)
+
+
+def quantized_weight_bytes(info: _modes.Mode, t: WeightTensor, double_quant: bool) -> int:
+    """One quantized Linear weight: LLM.int8 (8 bits) keeps an fp32 scale per output row
+    (SCB); bitsandbytes' 4-bit formats pack two per byte with an absmax per 64. Another
+    width: its packed bits with an fp32 scale per row (the closest known layout)."""
+    if info.bits == 8:
+        return t.numel + t.out_features * 4
+    if info.bits == 4:
+        return nf4_weight_bytes(t.numel, double_quant)
+    return math.ceil(t.numel * (info.bits or 16) / 8) + t.out_features * 4
+
+
+def _note(info: _modes.Mode, double_quant: bool) -> str:
+    if info.quantized:
+        scales = {8: "fp32 scale per row", 4: "fp32 absmax per 64"}.get(
+            info.bits or 0, "fp32 scale per row"
+        )
+        if info.bits == 4 and double_quant:
+            scales = "double-quantized absmax"
+        return f"Linear weights {info.bits}-bit + {scales}; embeddings, norms, lm_head 16-bit"
+    if not info.dtype_fixed and info.weight_dtype == "float16":
+        return f"same weights as fp16 ({info.description}): the attention changes no weights"
+    return ""

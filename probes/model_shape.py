@@ -4,20 +4,21 @@ Works on the plain ``config.json`` dict: no torch, no transformers. Facts that a
 the config but in the model class (does it have SDPA attention? which modules stay fp32?)
 come from :data:`ARCHITECTURES`, a table of the model types whose memory behaviour the
 workload estimate models; ``tests/test_memory_weights.py`` checks it against the
-installed transformers. Model types outside it are built on the meta device instead.
+installed transformers. Facts that change between transformers releases (default
+attention, the config class's defaults) are not tabled: :mod:`probes.memory_class_facts`
+reads them from the installed files. Mixture-of-experts sizes (experts, top-k, expert and
+shared-expert widths, which layers are sparse) are read from any config that states them.
 """
 
 from __future__ import annotations
 
-import importlib.util
-import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from pathlib import Path
 from types import MappingProxyType
 from typing import Any, Literal
 
 from pytest_gpuinfer.probes.errors import InputError
+from pytest_gpuinfer.probes.memory_class_facts import Unknown, class_facts
 
 Norm = Literal["rms", "layer"]
 """rms: computed in fp32 then cast back (Llama-style); layer: one fused kernel."""
@@ -30,8 +31,6 @@ class Architecture:
     norm: Norm
     gated_mlp: bool
     """gate * up (Llama-style SwiGLU) instead of one up projection."""
-    attention: Literal["sdpa", "eager"]
-    """transformers' default attention for it: eager materializes B x heads x S x S."""
     conv1d: bool = False
     """GPT-2's Conv1D stores weights (in, out)."""
     rotary: bool = True
@@ -49,10 +48,6 @@ class Architecture:
     embeddings, the layer's input, residual and normed copies), counted on CPU runs."""
     fp32_hidden: int = 1
     """Of those, extra fp32 copies (RMSNorm's upcast, Gemma's fp32 norms)."""
-    tied_default: bool = False
-    """The config class's ``tie_word_embeddings`` default."""
-    positions_default: int | None = None
-    """The config class's ``max_position_embeddings`` default (None: relative/ALiBi)."""
     model_class: str = ""
     """The generation class transformers builds for it."""
     bias_mask: bool = False
@@ -66,7 +61,14 @@ class Architecture:
         "vocab_size",
     )
     """Keys a config must state for the estimate to skip transformers (class defaults are
-    only in transformers)."""
+    only in transformers); a MoE type also needs its expert count under one of
+    :data:`EXPERT_COUNT_KEYS` (qwen3_moe saves ``num_local_experts`` in transformers 5.23
+    through its ``attribute_map``, hub configs say ``num_experts``)."""
+    moe: bool = False
+    """Its MLP is a sparse mixture of experts (transformers 5: the experts are 3-D
+    ``nn.Parameter`` tensors, which bitsandbytes does not convert)."""
+    qkv_bias_default: bool = False
+    """q/k/v projections carry a bias unless the config says otherwise (Qwen2, Qwen2-MoE)."""
 
 
 _GQA = (
@@ -80,51 +82,60 @@ _GQA = (
 
 ARCHITECTURES: Mapping[str, Architecture] = MappingProxyType(
     {
-        "llama": Architecture(
-            "rms", True, "sdpa", positions_default=2048, model_class="LlamaForCausalLM"
-        ),
-        "mistral": Architecture(
-            "rms", True, "sdpa", required=_GQA,
-            positions_default=131072, model_class="MistralForCausalLM",
-        ),
+        "llama": Architecture("rms", True, model_class="LlamaForCausalLM"),
+        "mistral": Architecture("rms", True, required=_GQA, model_class="MistralForCausalLM"),
         "qwen2": Architecture(
-            "rms", True, "sdpa", required=_GQA,
-            positions_default=32768, model_class="Qwen2ForCausalLM",
+            "rms", True, required=_GQA, model_class="Qwen2ForCausalLM", qkv_bias_default=True
         ),
         "phi3": Architecture(  # fused gate_up: twice the intermediate width
-            "rms", True, "sdpa", mlp_live=4, required=_GQA,
-            positions_default=4096, model_class="Phi3ForCausalLM",
+            "rms", True, mlp_live=4, required=_GQA, model_class="Phi3ForCausalLM",
         ),
         "gemma2": Architecture(
-            "rms", True, "eager", extra_buffer_bytes=4, hidden_live=2, fp32_hidden=3,
-            tied_default=True, required=(*_GQA, "head_dim"),
-            positions_default=8192, model_class="Gemma2ForCausalLM",
+            "rms", True, extra_buffer_bytes=4, hidden_live=2, fp32_hidden=3,
+            required=(*_GQA, "head_dim"), model_class="Gemma2ForCausalLM",
         ),
         "gpt2": Architecture(
-            "layer", False, "sdpa", conv1d=True, rotary=False, mlp_live=4, hidden_live=6,
-            fp32_hidden=0, tied_default=True,
-            required=("n_embd", "n_layer", "n_head", "vocab_size"),
-            positions_default=1024, model_class="GPT2LMHeadModel",
+            "layer", False, conv1d=True, rotary=False, mlp_live=4, hidden_live=6,
+            fp32_hidden=0, required=("n_embd", "n_layer", "n_head", "vocab_size"),
+            model_class="GPT2LMHeadModel",
         ),
         "opt": Architecture(
-            "layer", False, "sdpa", rotary=False, mlp_live=2, hidden_live=4, fp32_hidden=0,
-            tied_default=True,
+            "layer", False, rotary=False, mlp_live=2, hidden_live=4, fp32_hidden=0,
             required=(
                 "hidden_size", "ffn_dim", "num_hidden_layers", "num_attention_heads",
                 "vocab_size",
             ),
-            positions_default=2048, model_class="OPTForCausalLM",
+            model_class="OPTForCausalLM",
         ),
         "bloom": Architecture(
-            "layer", False, "eager", rotary=False, mlp_live=4, hidden_live=4, fp32_hidden=0,
-            tied_default=True, required=("hidden_size", "n_layer", "n_head", "vocab_size"),
+            "layer", False, rotary=False, mlp_live=4, hidden_live=4, fp32_hidden=0,
+            required=("hidden_size", "n_layer", "n_head", "vocab_size"),
             model_class="BloomForCausalLM",
         ),
         "t5": Architecture(
-            "rms", False, "sdpa", rotary=False, keep_fp32=("wo",), encoder_decoder=True,
-            mlp_live=2, tied_default=True, bias_mask=True,
+            "rms", False, rotary=False, keep_fp32=("wo",), encoder_decoder=True,
+            mlp_live=2, bias_mask=True,
             required=("d_model", "d_kv", "d_ff", "num_layers", "num_heads", "vocab_size"),
             model_class="T5ForConditionalGeneration",
+        ),
+        "mixtral": Architecture(
+            "rms", True, moe=True, required=(*_GQA, "num_experts_per_tok"),
+            model_class="MixtralForCausalLM",
+        ),
+        "qwen2_moe": Architecture(
+            "rms", True, moe=True, qkv_bias_default=True,
+            required=(
+                *_GQA, "num_experts_per_tok", "moe_intermediate_size",
+                "shared_expert_intermediate_size",
+            ),
+            model_class="Qwen2MoeForCausalLM",
+        ),
+        "qwen3_moe": Architecture(
+            "rms", True, moe=True,
+            required=(
+                *_GQA, "num_experts_per_tok", "moe_intermediate_size", "head_dim",
+            ),
+            model_class="Qwen3MoeForCausalLM",
         ),
     }
 )  # fmt: skip
@@ -182,6 +193,18 @@ class ModelShape:
     tie_word_embeddings: bool = False
     gated_mlp: bool = False
     extras: Mapping[str, Any] = field(default_factory=dict)
+    attention_source: str = ""
+    """Where the default attention was read (``modeling_x.py:line``), or why it is unknown."""
+    experts: int = 0
+    """Routed experts per sparse layer (0: a dense MLP)."""
+    experts_per_token: int = 0
+    """Experts each token is routed to (top-k)."""
+    expert_intermediate: int = 0
+    """One expert's MLP width."""
+    shared_intermediate: int = 0
+    """The shared expert's MLP width, run on every token beside the routed ones (0: none)."""
+    sparse_layers: int = 0
+    """Decoder layers whose MLP is the mixture of experts (the rest are dense)."""
 
     @property
     def encoder_decoder(self) -> bool:
@@ -211,36 +234,66 @@ def _positive(data: Mapping[str, Any], what: str, keys: tuple[str, ...], where: 
     return value
 
 
-_SUPPORTS_SDPA = re.compile(r"^\s+_supports_sdpa\s*=\s*(True|False)", re.MULTILINE)
-
-
-def installed_attention(model_type: str, arch: Architecture | None) -> str:
-    """The attention the installed transformers gives ``model_type`` by default: "sdpa"
-    where its model class sets ``_supports_sdpa = True``, else "eager".
-
-    Read from the modeling file's text (no torch import). Versions differ: Gemma 2 has
-    SDPA in transformers 5.17 (the H100 validation ran it so: its 1 x 8192 prefill held
-    no S x S scores) and lost it again by 5.23 ("sdpa does not support softcapping").
-    Without transformers or the file, the table's default.
+def installed_attention(model_type: str) -> tuple[str, str]:
+    """The attention the installed transformers gives ``model_type`` by default, and where
+    that was read: "sdpa" where its model class sets ``_supports_sdpa = True``, else
+    "eager" (:func:`probes.memory_class_facts.class_facts`). Versions differ: Gemma 2 has
+    SDPA in transformers 5.17 and lost it by 5.23 ("sdpa does not support softcapping").
+    When it cannot be read (no transformers, no modeling file) the answer is "eager", the
+    attention that holds more memory (the B x heads x S x S scores), so the estimate
+    errs high, and the source says "unknown, because ...".
     """
-    default = arch.attention if arch else "sdpa"
-    if not re.fullmatch(r"[a-z0-9_]+", model_type):
-        return default
-    try:
-        spec = importlib.util.find_spec("transformers")
-    except (ImportError, ValueError):
-        return default
-    if spec is None or not spec.submodule_search_locations:
-        return default
-    root = Path(next(iter(spec.submodule_search_locations)))
-    path = root / "models" / model_type / f"modeling_{model_type}.py"
-    try:
-        found = _SUPPORTS_SDPA.search(path.read_text(encoding="utf-8"))
-    except OSError:
-        return default
-    if found is None:
-        return default
-    return "sdpa" if found.group(1) == "True" else "eager"
+    facts = class_facts(model_type)
+    if isinstance(facts.attention, Unknown):
+        return "eager", f"{facts.attention}; eager assumed (it holds more memory)"
+    return facts.attention, facts.attention_source
+
+
+def class_default(model_type: str, keys: tuple[str, ...], fallback: Any) -> Any:
+    """The installed config class's default for the first of ``keys`` it declares."""
+    facts = class_facts(model_type)
+    for key in keys:
+        value = facts.default(key)
+        if not isinstance(value, Unknown):
+            return value
+    return fallback
+
+
+EXPERT_COUNT_KEYS = ("num_local_experts", "num_experts", "n_routed_experts")
+
+
+def states_experts(data: Mapping[str, Any]) -> bool:
+    """The config gives its routed expert count."""
+    return isinstance(_first(data, EXPERT_COUNT_KEYS), int)
+
+
+def _moe_sizes(data: Mapping[str, Any], layers: int, intermediate: int) -> dict[str, int]:
+    """Experts, top-k and widths from a config's own keys, for any MoE decoder: Mixtral
+    (``num_local_experts``, expert width ``intermediate_size``), Qwen2/3-MoE
+    (``num_experts``, ``moe_intermediate_size``, ``shared_expert_intermediate_size``,
+    ``decoder_sparse_step``, ``mlp_only_layers``), DeepSeek (``n_routed_experts``,
+    ``n_shared_experts`` x ``moe_intermediate_size``, ``first_k_dense_replace``)."""
+    experts = _first(data, EXPERT_COUNT_KEYS)
+    top_k = _first(data, ("num_experts_per_tok", "moe_topk", "top_k"))
+    if not (isinstance(experts, int) and isinstance(top_k, int) and experts > 1 and top_k > 0):
+        return {}
+    width = int(_first(data, ("moe_intermediate_size",)) or intermediate)
+    shared = _first(data, ("shared_expert_intermediate_size",))
+    if shared is None and isinstance(data.get("n_shared_experts"), int):
+        shared = data["n_shared_experts"] * width
+    dense = set(data.get("mlp_only_layers") or ())
+    step = data.get("decoder_sparse_step") or 1
+    first_dense = data.get("first_k_dense_replace") or 0
+    sparse = sum(
+        1 for i in range(layers) if i not in dense and i >= first_dense and (i + 1) % int(step) == 0
+    )
+    return {
+        "experts": experts,
+        "experts_per_token": min(top_k, experts),
+        "expert_intermediate": width,
+        "shared_intermediate": int(shared or 0),
+        "sparse_layers": sparse,
+    }
 
 
 def model_shape(data: Mapping[str, Any], where: str, *, attention: str | None = None) -> ModelShape:
@@ -268,6 +321,16 @@ def model_shape(data: Mapping[str, Any], where: str, *, attention: str | None = 
     intermediate = _first(data, _ALIASES["intermediate"]) or 4 * hidden
     vocab = _positive(data, "vocabulary size", ("vocab_size",), where)
     positions = _first(data, _ALIASES["positions"])
+    if positions is None and arch is not None:
+        # The config class's default (llama 2048, mixtral 4096 * 32): read, not tabled.
+        positions = class_default(model_type, _ALIASES["positions"], None)
+    # Untied is the fallback without transformers: it counts lm_head, erring high.
+    tied_default = (
+        bool(class_default(model_type, ("tie_word_embeddings",), False)) if arch else False
+    )
+    default_attention, attention_source = installed_attention(model_type)
+    if attention is not None and attention != default_attention:
+        attention_source = "given by the caller"
     windows = _layer_windows(data, int(layers))
     gated = arch.gated_mlp if arch else False
     if model_type == "t5":
@@ -281,25 +344,21 @@ def model_shape(data: Mapping[str, Any], where: str, *, attention: str | None = 
         head_dim=int(head_dim),
         intermediate=int(intermediate),
         vocab=vocab,
-        max_positions=(
-            int(positions)
-            if isinstance(positions, int)
-            else (arch.positions_default if arch else None)
-        ),
+        max_positions=int(positions) if isinstance(positions, int) else None,
         layer_windows=windows,
         encoder_layers=int(encoder_layers),
         architecture=arch,
-        attention=attention or installed_attention(model_type, arch),
+        attention=attention or default_attention,
+        attention_source=attention_source,
         attn_softcapping=data.get("attn_logit_softcapping") is not None,
-        tie_word_embeddings=bool(
-            data.get("tie_word_embeddings", arch.tied_default if arch else False)
-        ),
+        tie_word_embeddings=bool(data.get("tie_word_embeddings", tied_default)),
         gated_mlp=gated,
         extras={
             k: data[k]
             for k in ("word_embed_proj_dim", "relative_attention_num_buckets")
             if k in data
         },
+        **_moe_sizes(data, int(layers), int(intermediate)),
     )
 
 

@@ -363,8 +363,11 @@ def test_to_dict_is_json_and_rows(llama_1b: MemoryEstimate) -> None:
         "logits",
         "quantization_buffers",
         "allocator",
+        "unmodelled_margin",
         "cuda_context",
     }
+    assert fp16["workload"]["parts"]["unmodelled_margin"] == 0  # a modelled type
+    assert fp16["workload"]["verdict"] == "estimated"
     assert sum(fp16["workload"]["parts"].values()) == fp16["workload"]["peak_bytes"]
     assert fp16["max_seq_len"] > 512 and fp16["max_batch_size"] > 1
     assert data["estimate"]["parameter_count"] == 1_100_048_384

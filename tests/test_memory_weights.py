@@ -34,6 +34,17 @@ SMALL: dict[str, dict[str, Any]] = {
     "bloom": {"hidden_size": 64, "n_layer": 2, "n_head": 4},
     "t5": {"d_model": 64, "d_kv": 16, "d_ff": 128, "num_layers": 2, "num_decoder_layers": 3,
            "num_heads": 4},
+    "mixtral": {"hidden_size": 64, "intermediate_size": 96, "num_hidden_layers": 2,
+                "num_attention_heads": 4, "num_key_value_heads": 2, "num_local_experts": 4,
+                "num_experts_per_tok": 2},
+    "qwen2_moe": {"hidden_size": 64, "intermediate_size": 128, "num_hidden_layers": 2,
+                  "num_attention_heads": 4, "num_key_value_heads": 2, "num_experts": 4,
+                  "num_experts_per_tok": 2, "moe_intermediate_size": 32,
+                  "shared_expert_intermediate_size": 48},
+    "qwen3_moe": {"hidden_size": 64, "intermediate_size": 128, "num_hidden_layers": 3,
+                  "num_attention_heads": 4, "num_key_value_heads": 2, "num_experts": 4,
+                  "num_experts_per_tok": 2, "moe_intermediate_size": 32, "head_dim": 16,
+                  "mlp_only_layers": [1]},
 }  # fmt: skip
 
 
@@ -112,17 +123,22 @@ def test_architecture_facts_match_transformers(models: dict[str, Path], model_ty
     estimate = estimate_model_memory(models[model_type], meta_device=True)
     model = estimate.meta_model
     facts = ARCHITECTURES[model_type]
+    shape = estimate_model_memory(models[model_type]).shape
+    assert shape is not None
+    # Read from the installed transformers, so this holds on any release.
     sdpa = "sdpa" if getattr(model, "_supports_sdpa", False) else "eager"
-    assert facts.attention == sdpa
+    assert shape.attention == sdpa, shape.attention_source
     assert set(facts.keep_fp32) == set(getattr(model, "_keep_in_fp32_modules", None) or ())
     assert facts.rotary == any("rotary" in name for name, _ in model.named_buffers())
     conv1d = any(type(m).__name__ == "Conv1D" for m in model.modules())
     assert facts.conv1d == conv1d
     assert facts.encoder_decoder == bool(model.config.is_encoder_decoder)
     default = type(model.config)()
-    assert facts.tied_default == bool(default.tie_word_embeddings)
-    positions = getattr(default, "max_position_embeddings", None)
-    assert facts.positions_default == positions
+    config = json.loads((models[model_type] / "config.json").read_text())
+    assert shape.tie_word_embeddings == bool(model.config.tie_word_embeddings)
+    if "max_position_embeddings" not in config and "n_positions" not in config:
+        positions = getattr(default, "max_position_embeddings", None)
+        assert shape.max_positions == positions
     assert facts.model_class == type(model).__name__
     assert not any(
         isinstance(m, torch.nn.Embedding) and "lm_head" in n for n, m in model.named_modules()
@@ -209,7 +225,7 @@ def test_weights_that_disagree_with_the_config(models: dict[str, Path], tmp_path
         estimate_model_memory(directory)
 
 
-def test_unknown_architecture_falls_back_to_the_meta_device(tmp_path: Path) -> None:
+def test_unknown_architecture_checkpoint_is_read_from_its_headers(tmp_path: Path) -> None:
     import transformers
 
     config = transformers.GPTNeoXConfig(
@@ -218,11 +234,24 @@ def test_unknown_architecture_falls_back_to_the_meta_device(tmp_path: Path) -> N
     )  # fmt: skip
     auto: Any = transformers.AutoModelForCausalLM
     auto.from_config(config).save_pretrained(tmp_path / "neox")
+    # No workload model, but the config gives the shapes: no meta-device build.
     estimate = estimate_model_memory(tmp_path / "neox")
-    assert estimate.read_from == "meta-device"
+    assert estimate.read_from == "safetensors-header"
     assert estimate.model_type == "gpt_neox"
     assert estimate.shape is not None and estimate.shape.architecture is None
     assert estimate.shape.layers == 2
+    slow = estimate_model_memory(tmp_path / "neox", meta_device=True)
+    assert slow.read_from == "meta-device"
+    for mode in ("fp16", "int8", "nf4"):
+        # Parameters exactly; buffers are guessed (full-width rotary) without the class.
+        assert estimate.modes[mode].parameter_bytes == slow.modes[mode].parameter_bytes, mode
+
+
+def test_unknown_bare_config_is_built_on_the_meta_device(tmp_path: Path) -> None:
+    config = {"model_type": "gpt_neox", "hidden_size": 64, "intermediate_size": 128,
+              "num_hidden_layers": 2, "num_attention_heads": 4, "vocab_size": 100}  # fmt: skip
+    (tmp_path / "config.json").write_text(json.dumps(config))
+    assert estimate_model_memory(tmp_path).read_from == "meta-device"
 
 
 def test_config_without_sizes_estimates_weights_only(tmp_path: Path) -> None:

@@ -138,6 +138,11 @@ def _benchmark() -> ModuleType:
         ("mistral-sliding", "fp32", (1, 512, 8)),
         ("t5-encdec", "bf16", (8, 128, 8)),
         ("gemma2-hybrid", "bf16", (1, 512, 8)),
+        ("mixtral-moe", "fp32", (8, 128, 8)),
+        ("mixtral-moe", "bf16", (1, 512, 8)),
+        ("qwen2-moe", "bf16", (8, 128, 8)),
+        ("qwen2-bias", "bf16", (8, 128, 8)),
+        ("phi3-fused", "fp32", (1, 512, 8)),
     ],
 )
 def test_prediction_matches_live_tensors_of_a_cpu_run(
