@@ -96,7 +96,7 @@ RATIO_COLUMNS: list[tuple[str, Callable[[ModeResult], str]]] = [
     ("mode", lambda r: r.mode),
     ("batch", lambda r: str(r.workload.batch_size)),
     ("decode/tok [95% CI]", lambda r: _interval(r, "decode_seconds_per_token")),
-    ("decode", _verdict),
+    ("verdict", _verdict),
     ("prefill [95% CI]", lambda r: _interval(r, "prefill_seconds")),
     ("weights", lambda r: _ratio(r.ratios.get("weights_bytes"))),
     ("peak reserved", lambda r: _ratio(r.ratios.get("peak_reserved_bytes"))),
@@ -127,7 +127,7 @@ def _context(bench: BenchResult) -> list[str]:
 def bench_text(bench: BenchResult, *, wide: bool = False) -> str:
     """The report the CLI prints: context, figures, ratios with intervals, reasons and
     warnings. Without ``wide`` every table fits :data:`WIDTH` columns."""
-    lines = ["gpuinfer bench", "==============", *_context(bench), ""]
+    lines = ["gpuinfer bench", "==============", *_wrap(_context(bench)), ""]
     columns = WIDE_COLUMNS if wide else FIGURE_COLUMNS
     rows = [[get(r) for _, get in columns] for r in bench.results if r.status != "not-runnable"]
     if rows:
@@ -141,8 +141,18 @@ def bench_text(bench: BenchResult, *, wide: bool = False) -> str:
         ]
         ratio_rows = [[get(r) for _, get in RATIO_COLUMNS] for r in compared]
         lines += _table([name for name, _ in RATIO_COLUMNS], ratio_rows)
-    lines += _explanations(bench)
+    lines += _wrap(_explanations(bench))
     return "\n".join(lines)
+
+
+def _wrap(lines: list[str]) -> list[str]:
+    """Prose lines folded to :data:`WIDTH` (continuations indented)."""
+    import textwrap
+
+    folded: list[str] = []
+    for line in lines:
+        folded += textwrap.wrap(line, WIDTH, subsequent_indent="  ", break_on_hyphens=False) or [""]
+    return folded
 
 
 def bench_markdown(bench: BenchResult, comparison: list[str] | None = None) -> str:
