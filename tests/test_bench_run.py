@@ -208,3 +208,19 @@ def test_json_on_stdout_markdown_and_a_doctored_baseline_fails(
     assert markdown.startswith("## gpuinfer bench\n")
     assert "| fp32 (ref) | 1 | measured |" in markdown
     assert "### against the baseline" in markdown
+
+
+def test_compiled_measures_a_static_cache_and_says_why_it_did_not_compile_on_cpu(
+    tmp_path: Path,
+) -> None:
+    out = tmp_path / "bench.json"
+    args = [*QUICK, "--modes", "fp32", "--compiled", "--output", str(out)]
+    done = subprocess.run(_command(*args), env=_env(), capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stderr
+    (fp32,) = json.loads(out.read_text(encoding="utf-8"))["results"]
+    assert fp32["status"] == "measured"
+    compiled = fp32["compile"]
+    assert compiled["decode_step_compiled"] is False  # transformers compiles on GPUs only
+    assert compiled["reason"].startswith("transformers compiles generate() on an accelerator")
+    assert compiled["first_call_seconds"] > 0 and compiled["compile_seconds"] >= 0
+    assert "--compiled: transformers compiles generate()" in done.stdout

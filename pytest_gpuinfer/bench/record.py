@@ -326,6 +326,14 @@ def build_result(
         result.weights_bytes = load.weights_bytes
     if not run.device.startswith("cuda"):
         result.notes.append("torch tracks no peak memory on a CPU: peak RAM is the process's")
+    if run.compiled is not None:
+        if run.compiled.get("decode_step_compiled"):
+            result.notes.append(
+                "--compiled: decode step compiled by transformers (static cache, CUDA graphs); "
+                "its compile time is in the first warm-up call, not in the figures"
+            )
+        else:
+            result.notes.append(f"--compiled: {run.compiled.get('reason')}")
     reps = run.repetitions
     if not reps:
         return result
