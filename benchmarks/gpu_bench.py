@@ -37,10 +37,11 @@ def _model(args: argparse.Namespace, scratch: Path) -> str:
 
     if args.tiny:
         return str(trained_model_path())
+    folder = Path(args.model_cache) if args.model_cache else scratch / "llama-1.1b"
+    if (folder / "config.json").is_file():  # written by an earlier run: same seed, same model
+        return str(folder)
     started = time.perf_counter()
-    path = write_tiny_model(
-        "llama", scratch / "llama-1.1b", dtype="float16", config_overrides=TINYLLAMA_1B
-    )
+    path = write_tiny_model("llama", folder, dtype="float16", config_overrides=TINYLLAMA_1B)
     print(f"wrote the 1.1B model in {time.perf_counter() - started:.1f} s", file=sys.stderr)
     return str(path)
 
@@ -254,6 +255,9 @@ def main() -> int:
         "--compiled", action="store_true", help="static cache + transformers' torch.compile"
     )
     parser.add_argument("--tag", default="", help="suffix of the output files (run1, compiled)")
+    parser.add_argument(
+        "--model-cache", metavar="DIR", help="write the 1.1B model here once, reuse it after"
+    )
     parser.add_argument(
         "--sweep-defaults", action="store_true", help="measure the settings behind the defaults"
     )
