@@ -1,9 +1,11 @@
 """`gpuinfer bench` on the 1.1B Llama-shaped model, all six modes at batch 1 and 8, plus
 the tool's overhead against a hand-written CUDA-event loop, and where a token's time goes.
 
-For the GPU machine (one H100, ~7 minutes)::
+For the GPU machine (one H100/H200, ~7 minutes)::
 
     python benchmarks/gpu_bench.py            # writes under $OUT (default ./gpu-bench-out)
+    python benchmarks/gpu_bench.py --compiled --skip-overhead --tag compiled
+    python benchmarks/gpu_bench.py --sweep-defaults     # what docs/bench.md's defaults rest on
 
 On a CPU (minutes, tiny model; what the tests' CI can run)::
 
@@ -35,10 +37,11 @@ def _model(args: argparse.Namespace, scratch: Path) -> str:
 
     if args.tiny:
         return str(trained_model_path())
+    folder = Path(args.model_cache) if args.model_cache else scratch / "llama-1.1b"
+    if (folder / "config.json").is_file():  # written by an earlier run: same seed, same model
+        return str(folder)
     started = time.perf_counter()
-    path = write_tiny_model(
-        "llama", scratch / "llama-1.1b", dtype="float16", config_overrides=TINYLLAMA_1B
-    )
+    path = write_tiny_model("llama", folder, dtype="float16", config_overrides=TINYLLAMA_1B)
     print(f"wrote the 1.1B model in {time.perf_counter() - started:.1f} s", file=sys.stderr)
     return str(path)
 
@@ -48,7 +51,7 @@ def overhead_check(model_path: str, args: argparse.Namespace) -> dict[str, Any]:
     interleaved in one process (rounds of A then B), on the reference mode."""
     import torch
 
-    from pytest_gpuinfer.bench.config import Repetitions, Workload
+    from pytest_gpuinfer.bench.config import Repetitions, bench_workload
     from pytest_gpuinfer.bench.measure import generate_kwargs, make_inputs, run_workload
     from pytest_gpuinfer.loading import load_model
 
@@ -56,7 +59,7 @@ def overhead_check(model_path: str, args: argparse.Namespace) -> dict[str, Any]:
     mode = "fp16" if cuda else "fp32"
     loaded = load_model(model_path, mode, device_map="cuda:0" if cuda else "cpu")
     model = loaded.model
-    workload = Workload(1, args.prompt_len, args.new_tokens)
+    workload = bench_workload(1, args.prompt_len, args.new_tokens)
     inputs = make_inputs(model, workload, str(model.device))
     kwargs = generate_kwargs(model, workload)
     prefill_kwargs = {**kwargs, "max_new_tokens": 1, "min_new_tokens": 1}
@@ -104,10 +107,30 @@ def overhead_check(model_path: str, args: argparse.Namespace) -> dict[str, Any]:
     }
 
 
+def _interval(row: dict[str, Any]) -> str:
+    interval = (row.get("intervals") or {}).get("decode_seconds_per_token")
+    if not interval:
+        ratio = row["ratios"].get("decode_seconds_per_token")
+        return "-" if ratio is None else f"{ratio:.3f}"
+    return (
+        f"{interval['ratio']:.3f} [{interval['low']:.3f}, {interval['high']:.3f}] "
+        f"{interval['verdict'][:5]}"
+    )
+
+
+def _compiled(row: dict[str, Any]) -> str:
+    state = row.get("compile")
+    if not state:
+        return "-"
+    if state.get("decode_step_compiled"):
+        return f"yes, compile {state.get('compile_seconds') or 0:.1f} s"
+    return f"no: {state.get('reason')}"
+
+
 def _short_table(data: dict[str, Any], overhead: dict[str, Any] | None) -> str:
     rows = [
         "mode      batch  status     decode ms/tok  CV %  IQR %  tok/s    prefill ms  peak GiB  "
-        "MBU %  GPU busy %  decode vs ref"
+        "MBU %  GPU busy %  decode vs ref [95% CI]       compiled"
     ]
     for r in data["results"]:
         f, s = r["figures"], r["spread"] or {}
@@ -125,7 +148,7 @@ def _short_table(data: dict[str, Any], overhead: dict[str, Any] | None) -> str:
             f"{n(f['decode_tokens_per_second'], 1, 1):>7}  "
             f"{n(f['prefill_seconds'], 1000):>10}  {n(peak, 1 / 2**30):>8}  "
             f"{n(f['mbu'], 100, 1):>5}  {n(busy, 100, 1):>10}  "
-            f"{n(r['ratios'].get('decode_seconds_per_token')):>13}"
+            f"{_interval(r):<28} {_compiled(r)}"
         )
     run = data["run"]
     rows.append(f"trusted: {run['trusted']} (foreign GPU processes: {run['foreign_processes']})")
@@ -137,6 +160,82 @@ def _short_table(data: dict[str, Any], overhead: dict[str, Any] | None) -> str:
             f"{overhead['ratio']:.4f}x (within 2 %: {overhead['within_2_percent']})"
         )
     return "\n".join(rows)
+
+
+SWEEP = [
+    {"pin_cpu": pin, "warmup": warmup, "min_seconds": seconds}
+    for pin in (False, True)
+    for warmup in (1, 3)
+    for seconds in (5.0, 10.0)
+]
+"""The settings --sweep-defaults measures: pinning, warm-up and duration (the defaults)."""
+
+
+def sweep_defaults(model_path: str, args: argparse.Namespace, out: Path) -> int:
+    """fp16 against fastpath (the same SDPA kernels on transformers 5: the two should come
+    out indistinguishable) at batch 1 under each setting: which settings give the
+    narrowest interval and the steadiest decode, at what wall time."""
+    from pytest_gpuinfer.bench.config import BenchConfig, Repetitions
+    from pytest_gpuinfer.bench.progress import Progress
+    from pytest_gpuinfer.bench.runner import run_bench
+
+    rows: list[dict[str, Any]] = []
+    for setting in SWEEP:
+        config = BenchConfig(
+            model=model_path,
+            modes=("fp16", "fastpath"),
+            prompt_len=args.prompt_len,
+            new_tokens=args.new_tokens,
+            repetitions=Repetitions(
+                warmup=int(setting["warmup"]), min_count=args.min_repetitions,
+                min_seconds=float(setting["min_seconds"]) * (0.05 if args.tiny else 1.0),
+                max_spread=0.03,
+            ),
+            pin_cpu=bool(setting["pin_cpu"]),
+        )  # fmt: skip
+        started = time.perf_counter()
+        bench = run_bench(config, progress=Progress(enabled=False))
+        wall = time.perf_counter() - started
+        by_mode = {r.mode: r for r in bench.results}
+        ref, other = by_mode.get(bench.reference), by_mode.get("fastpath")
+        interval = other.interval("decode_seconds_per_token") if other else None
+        row = {
+            **setting,
+            "wall_seconds": wall,
+            "reference": bench.reference,
+            "reference_decode_ms": None
+            if ref is None or ref.decode_seconds_per_token is None
+            else ref.decode_seconds_per_token * 1000,
+            "reference_iqr_over_median": None if ref is None or ref.spread is None
+            else ref.spread.iqr_over_median,
+            "fastpath_interval": None if interval is None else interval.to_dict(),
+        }  # fmt: skip
+        rows.append(row)
+        print(_sweep_line(row), file=sys.stderr)
+    (out / "sweep_defaults.json").write_text(json.dumps(rows, indent=2) + "\n", encoding="utf-8")
+    print(
+        "pin    warmup  seconds  ref ms/tok  ref IQR %  fastpath/ref [95% CI]     verdict   wall s"
+    )
+    for row in rows:
+        print(_sweep_line(row))
+    return 0
+
+
+def _sweep_line(row: dict[str, Any]) -> str:
+    interval = row["fastpath_interval"] or {}
+    ci = (
+        f"{interval['ratio']:.3f} [{interval['low']:.3f}, {interval['high']:.3f}]"
+        if interval
+        else "-"
+    )
+    decode = row["reference_decode_ms"]
+    iqr = row["reference_iqr_over_median"]
+    return (
+        f"{'on' if row['pin_cpu'] else 'off':<6} {row['warmup']:<7} {row['min_seconds']:<8g} "
+        f"{'-' if decode is None else f'{decode:.2f}':>10}  "
+        f"{'-' if iqr is None else f'{iqr * 100:.1f}':>9}  {ci:<24}  "
+        f"{interval.get('verdict', '-'):<9} {row['wall_seconds']:>6.0f}"
+    )
 
 
 def main() -> int:
@@ -152,6 +251,17 @@ def main() -> int:
     parser.add_argument("--overhead-rounds", type=int, default=3)
     parser.add_argument("--overhead-reps", type=int, default=5)
     parser.add_argument("--skip-overhead", action="store_true")
+    parser.add_argument(
+        "--compiled", action="store_true", help="static cache + transformers' torch.compile"
+    )
+    parser.add_argument("--tag", default="", help="suffix of the output files (run1, compiled)")
+    parser.add_argument(
+        "--model-cache", metavar="DIR", help="write the 1.1B model here once, reuse it after"
+    )
+    parser.add_argument(
+        "--sweep-defaults", action="store_true", help="measure the settings behind the defaults"
+    )
+    parser.add_argument("--no-split", action="store_true", help="skip the profiled time split")
     args = parser.parse_args()
     if args.tiny:
         args.prompt_len, args.new_tokens = min(args.prompt_len, 16), min(args.new_tokens, 8)
@@ -169,6 +279,8 @@ def main() -> int:
     started = time.perf_counter()
     with tempfile.TemporaryDirectory(prefix="gpuinfer-bench-") as scratch:
         model_path = _model(args, Path(scratch))
+        if args.sweep_defaults:
+            return sweep_defaults(model_path, args, out)
         config = BenchConfig(
             model=model_path,
             modes=tuple(args.modes.split(",")),
@@ -179,7 +291,8 @@ def main() -> int:
                 warmup=2, min_count=args.min_repetitions, min_seconds=args.min_seconds,
                 max_spread=0.03,
             ),
-            time_split=True,
+            time_split=not args.no_split,
+            compiled=args.compiled,
         )  # fmt: skip
         bench = run_bench(config, progress=Progress())
         bench_seconds = time.perf_counter() - started
@@ -194,11 +307,12 @@ def main() -> int:
         "total_seconds": time.perf_counter() - started,
         "model_config": None if args.tiny else dict(TINYLLAMA_1B),
     }
-    (out / "gpu_bench.json").write_text(json.dumps(data, indent=2) + "\n", encoding="utf-8")
-    text = bench_text(bench)
-    (out / "gpu_bench.log").write_text(text + "\n", encoding="utf-8")
+    name = "gpu_bench" + (f"_{args.tag}" if args.tag else "")
+    (out / f"{name}.json").write_text(json.dumps(data, indent=2) + "\n", encoding="utf-8")
+    text = bench_text(bench, wide=True)
+    (out / f"{name}.log").write_text(text + "\n", encoding="utf-8")
     try:
-        write_chart(bench, out / "gpu_bench.png")
+        write_chart(bench, out / f"{name}.png")
     except ImportError:
         print("no matplotlib: no chart", file=sys.stderr)
     print(text)

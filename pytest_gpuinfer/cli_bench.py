@@ -1,14 +1,20 @@
 """``gpuinfer bench``: measure what each inference mode costs on this machine.
 
 Exit codes: 0 every requested mode was measured; 1 some mode failed, ran out of memory
-or cannot run here (``--strict``: also an untrusted run or a too-wide spread); 2 bad
-input, checked before anything is measured; 130 interrupted (partial results written).
+or cannot run here (``--strict``: also an untrusted run or a too-wide spread;
+``--baseline``: also a regression past the threshold); 2 bad input, checked before
+anything is measured; 130 interrupted (partial results written).
+
+``--json`` means what it means for ``gpuinfer audit`` and ``gpuinfer merge``: the record
+on stdout (the table then goes to stderr). ``--output FILE`` writes it to a file;
+``--json FILE``, the old spelling, still writes the file, with a deprecation note.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -17,10 +23,16 @@ from pytest_gpuinfer.probes.modes import MODES
 EXIT_OK = 0
 EXIT_NOT_MEASURED = 1
 EXIT_INTERRUPTED = 130
+STDOUT = "-"
+JSON_FILE_DEPRECATED = (
+    "gpuinfer bench: --json FILE is deprecated: use --output FILE (--json alone prints the "
+    "record to stdout, as `gpuinfer audit --json` and `gpuinfer merge --json` do)"
+)
 
 
 def add_parser(sub: Any) -> argparse.ArgumentParser:
     """Add the ``bench`` subcommand to the ``gpuinfer`` subparsers."""
+    from pytest_gpuinfer.bench.compare import DEFAULT_FIGURES, DEFAULT_THRESHOLD
     from pytest_gpuinfer.bench.config import DEFAULT_NEW_TOKENS, DEFAULT_PROMPT_LEN
 
     bench: argparse.ArgumentParser = sub.add_parser(
@@ -41,6 +53,9 @@ def add_parser(sub: Any) -> argparse.ArgumentParser:
     bench.add_argument("--warmup", metavar="N", default="2", help="warm-up generate() calls")
     bench.add_argument("--min-repetitions", metavar="N", default="10")
     bench.add_argument(
+        "--per-round", metavar="N", default="1", help="repetitions per mode in each round"
+    )
+    bench.add_argument(
         "--min-seconds", metavar="S", default="10", help="repeat for at least S seconds too"
     )
     bench.add_argument(
@@ -50,16 +65,56 @@ def add_parser(sub: Any) -> argparse.ArgumentParser:
         help="decode IQR/median above this is reported too wide (default 0.05)",
     )
     bench.add_argument("--reference", metavar="MODE", help="default: fp16 on a GPU, fp32 on a CPU")
-    bench.add_argument("--json", metavar="FILE", help="write the versioned JSON record to FILE")
+    bench.add_argument(
+        "--json",
+        nargs="?",
+        const=STDOUT,
+        metavar="FILE",
+        help="print the versioned JSON record to stdout (the table goes to stderr); "
+        "`--json FILE` is deprecated: use --output FILE",
+    )
+    bench.add_argument(
+        "--output", "--json-file", metavar="FILE", help="write the versioned JSON record to FILE"
+    )
+    bench.add_argument(
+        "--markdown", metavar="FILE", help="append a Markdown summary (e.g. $GITHUB_STEP_SUMMARY)"
+    )
+    bench.add_argument(
+        "--baseline", metavar="FILE", help="compare with a saved record; exit 1 on a regression"
+    )
+    bench.add_argument(
+        "--threshold",
+        metavar="FRACTION",
+        default=str(DEFAULT_THRESHOLD),
+        help=f"a regression is a change past this fraction (default {DEFAULT_THRESHOLD})",
+    )
+    bench.add_argument(
+        "--compare-figures",
+        metavar="LIST",
+        default=",".join(DEFAULT_FIGURES),
+        help="figures --baseline compares (default: %(default)s)",
+    )
+    bench.add_argument(
+        "--compiled",
+        action="store_true",
+        help="static KV cache + transformers' torch.compile of the decode step (CUDA graphs)",
+    )
+    bench.add_argument("--wide", action="store_true", help="every column (wider than 120)")
     bench.add_argument("--chart", metavar="FILE.png", help="write a PNG chart (needs matplotlib)")
     bench.add_argument(
         "--time-split",
         action="store_true",
         help="profile one generate() per workload: GPU kernel time vs host time per token",
     )
-    bench.add_argument(
-        "--no-pin", action="store_true", help="do not pin the measuring process to two cores"
+    pin = bench.add_mutually_exclusive_group()
+    pin.add_argument(
+        "--pin",
+        dest="pin",
+        action="store_true",
+        default=None,
+        help="pin each measuring process to two cores (off by default: see docs/bench.md)",
     )
+    pin.add_argument("--no-pin", dest="pin", action="store_false", help="do not pin (default)")
     bench.add_argument("--quiet", action="store_true", help="no progress display on stderr")
     bench.add_argument(
         "--strict", action="store_true", help="exit 1 on an untrusted run or a too-wide spread"
@@ -89,7 +144,12 @@ def _integer(text: str, what: str, minimum: int, why: str = "") -> int:
 
 def config_from_args(args: argparse.Namespace) -> Any:
     """A validated BenchConfig; InputError names the first bad value."""
-    from pytest_gpuinfer.bench.config import BenchConfig, Repetitions, parse_counts
+    from pytest_gpuinfer.bench.config import (
+        PIN_CPU_DEFAULT,
+        BenchConfig,
+        Repetitions,
+        parse_counts,
+    )
     from pytest_gpuinfer.probes.report import parse_modes
     from pytest_gpuinfer.probes.sources import resolve_source
 
@@ -105,34 +165,87 @@ def config_from_args(args: argparse.Namespace) -> Any:
             min_count=_integer(args.min_repetitions, "repetitions", 2, " (a spread needs two)"),
             min_seconds=_number(args.min_seconds, "minimum seconds"),
             max_spread=_number(args.max_spread, "max spread"),
+            per_round=_integer(args.per_round, "repetitions per round", 1),
         ),
         reference=args.reference,
         time_split=args.time_split,
-        pin_cpu=not args.no_pin,
+        pin_cpu=PIN_CPU_DEFAULT if args.pin is None else args.pin,
+        compiled=args.compiled,
     )
 
 
+def _outputs(args: argparse.Namespace) -> tuple[bool, Path | None]:
+    """(print the record to stdout, the file to write it to), the old spelling noted."""
+    from pytest_gpuinfer.probes.errors import InputError
+
+    to_stdout = args.json == STDOUT
+    path = args.output
+    if args.json not in (None, STDOUT):
+        print(JSON_FILE_DEPRECATED, file=sys.stderr)
+        if path is not None and path != args.json:
+            raise InputError(f"--json {args.json!r} and --output {path!r}: give one file")
+        path = args.json
+    return to_stdout, Path(path) if path else None
+
+
 def run(args: argparse.Namespace) -> int:
-    """Check every input, measure, then print the table and write JSON / chart."""
+    """Check every input, measure, then print the table and write JSON / chart / Markdown."""
     from pytest_gpuinfer.bench.chart import check_chart_path, check_writable, write_chart
+    from pytest_gpuinfer.bench.compare import (
+        compare,
+        comparison_lines,
+        load_baseline,
+        parse_figures,
+    )
     from pytest_gpuinfer.bench.progress import Progress
-    from pytest_gpuinfer.bench.render import bench_text
+    from pytest_gpuinfer.bench.render import bench_markdown, bench_text
     from pytest_gpuinfer.bench.runner import run_bench
+    from pytest_gpuinfer.probes.errors import InputError
 
     config = config_from_args(args)
-    json_path = Path(args.json) if args.json else None
+    to_stdout, json_path = _outputs(args)
     if json_path is not None:
-        check_writable(json_path, "--json")
+        check_writable(json_path, "--output")
+    markdown_path = Path(args.markdown) if args.markdown else None
+    if markdown_path is not None:
+        check_writable(markdown_path, "--markdown")
     chart_path = check_chart_path(args.chart) if args.chart else None
+    baseline = load_baseline(args.baseline) if args.baseline else None
+    threshold = _number(args.threshold, "--threshold")
+    if not threshold > 0:
+        raise InputError(f"--threshold {args.threshold!r}: expected a fraction > 0")
+    figures = parse_figures(args.compare_figures)
+
     result = run_bench(config, progress=Progress(enabled=not args.quiet))
+    record = result.to_dict()
+    lines: list[str] = []
+    regressed = False
+    if baseline is not None:
+        changes, unmatched = compare(record, baseline, threshold=threshold, figures=figures)
+        lines = comparison_lines(changes, unmatched, threshold, args.baseline)
+        regressed = any(c.regressed for c in changes)
+        record["baseline"] = {
+            "file": args.baseline,
+            "threshold": threshold,
+            "figures": list(figures),
+            "regressions": [c.line() for c in changes if c.regressed],
+        }
     if json_path is not None:
-        json_path.write_text(json.dumps(result.to_dict(), indent=2) + "\n", encoding="utf-8")
+        json_path.write_text(json.dumps(record, indent=2) + "\n", encoding="utf-8")
     if chart_path is not None and any(r.decode_seconds_per_token for r in result.results):
         write_chart(result, chart_path)
-    print(bench_text(result))
+    if markdown_path is not None:
+        with markdown_path.open("a", encoding="utf-8") as handle:
+            handle.write(bench_markdown(result, lines or None))
+    text = bench_text(result, wide=args.wide) + ("\n\n" + "\n".join(lines) if lines else "")
+    if to_stdout:
+        print(text, file=sys.stderr)
+        print(json.dumps(record, indent=2))
+    else:
+        print(text)
     if result.interrupted:
         return EXIT_INTERRUPTED
-    if any(r.status != "measured" for r in result.results):
+    if any(r.status != "measured" for r in result.results) or regressed:
         return EXIT_NOT_MEASURED
     if args.strict and (not result.trusted or any(r.spread_too_wide for r in result.results)):
         return EXIT_NOT_MEASURED

@@ -140,11 +140,20 @@ def memory_in_use() -> int:
 
 
 def release_memory() -> None:
-    """Collect garbage and hand torch's cached CUDA blocks back to the driver."""
+    """Collect garbage, drop cuBLAS's workspaces and hand torch's cached CUDA blocks back.
+
+    The first matmul on a stream allocates a cuBLAS workspace through the caching
+    allocator and keeps it for the process (32 MiB on Hopper: ``CUBLAS_WORKSPACE_CONFIG``'s
+    default ``:4096:8``); it counts in ``memory_allocated()``, so "returned to the byte"
+    needs it freed too. The next matmul allocates it again.
+    """
     gc.collect()
     import torch
 
     if torch.cuda.is_available() and _cuda_initialized():
+        clear_workspaces = getattr(torch._C, "_cuda_clearCublasWorkspaces", None)
+        if clear_workspaces is not None:  # private API: absent in CPU builds
+            clear_workspaces()
         torch.cuda.empty_cache()
 
 

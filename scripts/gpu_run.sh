@@ -1,86 +1,110 @@
 #!/usr/bin/env bash
-# Runs on the GPU machine: the audit, the suite and the example on one GPU and on every
-# GPU (with and without -n), and the GPU benchmarks. Logs under $OUT, a table last.
+# The one scripted GPU run (one GPU, under 9 minutes): the suite with the plugin on under
+# xdist, tests/test_gpu.py, the OOM-residue diagnostic, three runs of the default bench
+# modes, the compiled option, and the workload-memory validation. Logs under $OUT, a short
+# table last. Every step has its own timeout, and no step may run past the total budget.
 #
-#   scripts/gpu_run.sh [PHASE ...]     PHASE: audit tests1 tests2 example memory bench sharing all
+#   scripts/gpu_run.sh              the whole run (the default)
+#   scripts/gpu_run.sh STEP ...     some of it: versions suite gputests oom bench compiled memory
+#                                   (and, beyond the default run: audit tests2 example sharing)
 #
+# TOTAL_BUDGET (s, default 520) caps the whole run; each step's cap is its *_TIMEOUT below.
 # Expects bitsandbytes installed with `pip install --no-deps --target .site` (carried;
-# see docs/gpu-results.md). tests1 pins CUDA_VISIBLE_DEVICES to one GPU, tests2 sees all.
+# see docs/gpu-results.md).
 set -u
 OUT=${OUT:-/tmp/gpuinfer-out}
-LOGS=$(mktemp -d)
-mkdir -p "$OUT"
+LOGS=$OUT/logs
+mkdir -p "$OUT" "$LOGS"
 export HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1 TOKENIZERS_PARALLELISM=false PYTHONUNBUFFERED=1
 export PYTHONPATH=$PWD/.site:${PYTHONPATH:-}
+TOTAL_BUDGET=${TOTAL_BUDGET:-520}
+SUITE_TIMEOUT=${SUITE_TIMEOUT:-130}
+GPUTESTS_TIMEOUT=${GPUTESTS_TIMEOUT:-60}
+OOM_TIMEOUT=${OOM_TIMEOUT:-30}
+BENCH_TIMEOUT=${BENCH_TIMEOUT:-70}
+COMPILED_TIMEOUT=${COMPILED_TIMEOUT:-90}
+MEMORY_TIMEOUT=${MEMORY_TIMEOUT:-40}
+# The bench's decision run: fp16 vs fastpath (same kernels: must read indistinguishable)
+# and int8 (its ratio to fp16 must agree within 5 % across the three runs), batch 1.
+BENCH_ARGS=${BENCH_ARGS:---modes fp16,fastpath,int8 --batch-sizes 1 --min-repetitions 6 --min-seconds 3 --skip-overhead --no-split}
+COMPILED_ARGS=${COMPILED_ARGS:---modes fp16 --batch-sizes 1 --min-repetitions 5 --min-seconds 2 --skip-overhead --no-split --compiled}
+# The 1.1B model is written once (random weights, fixed seed) and reused: not under $OUT,
+# which comes back.
+MODEL_CACHE=${MODEL_CACHE:-/tmp/gpuinfer-llama-1.1b}
+BENCH_ARGS="$BENCH_ARGS --model-cache $MODEL_CACHE"
+COMPILED_ARGS="$COMPILED_ARGS --model-cache $MODEL_CACHE"
+SUMMARY=$OUT/summary.txt
+: >"$SUMMARY"
+: >"$OUT/failures.txt"
 python3 -m pip install -q --no-deps --no-build-isolation -e . >"$LOGS/install.log" 2>&1 || {
     cat "$LOGS/install.log"
     exit 1
 }
-GPUS=$(nvidia-smi -L | wc -l)
-SUMMARY=$OUT/summary.txt
-touch "$SUMMARY"
 
-# step NAME CMD...: run CMD, log to $LOGS/NAME.log, one summary line (rc, seconds, last line).
+# step NAME TIMEOUT CMD...: run CMD under min(TIMEOUT, budget left), log to $LOGS/NAME.log,
+# one summary line (rc, seconds, the log's last verdict line).
 step() {
-    local name=$1
-    shift
+    local name=$1 cap=$2
+    shift 2
+    local left=$((TOTAL_BUDGET - SECONDS))
+    if ((left < 10)); then
+        printf '%-18s skipped: total budget of %ss spent\n' "$name" "$TOTAL_BUDGET" >>"$SUMMARY"
+        return
+    fi
+    ((cap > left)) && cap=$left
     local t0=$SECONDS
-    timeout "${STEP_TIMEOUT:-900}" "$@" >"$LOGS/$name.log" 2>&1
+    timeout -k 10 "$cap" "$@" >"$LOGS/$name.log" 2>&1
     local rc=$?
-    printf '%-22s rc=%-3s %5ss  %s\n' "$name" "$rc" "$((SECONDS - t0))" \
-        "$(grep -E 'passed|failed|error' "$LOGS/$name.log" | tail -n 1 | cut -c1-110)" >>"$SUMMARY"
-    # Failures as they happen, so a run cut short still says what failed.
+    local note
+    note=$(grep -E 'passed|failed|error|residue|indistinguishable|total [0-9]+ s' "$LOGS/$name.log" | tail -n 1 | cut -c1-90)
+    ((rc == 124)) && note="TIMED OUT after ${cap}s; $note"
+    printf '%-18s rc=%-3s %4ss  %s\n' "$name" "$rc" "$((SECONDS - t0))" "$note" >>"$SUMMARY"
     grep -hE "^(FAILED|ERROR) |^E  " "$LOGS/$name.log" | cut -c1-300 | head -30 | sed "s/^/[$name] /" >>"$OUT/failures.txt"
-}
-
-suite() { # suite NAME [pytest args...]: the project's suite with the plugin on
-    local name=$1
-    shift
-    step "$name" python3 -m pytest tests -p no:cacheprovider -q --gpuinfer -rfE --tb=short "$@"
 }
 
 versions() {
     nvidia-smi --query-gpu=index,name,driver_version,memory.total,compute_cap --format=csv
-    python3 -c 'import torch, transformers, accelerate, bitsandbytes; print("torch", torch.__version__, "cuda", torch.version.cuda, "| transformers", transformers.__version__, "| accelerate", accelerate.__version__, "| bitsandbytes", bitsandbytes.__version__)'
+    python3 -c 'import sys, torch, transformers, accelerate, bitsandbytes; print("python", sys.version.split()[0], "| torch", torch.__version__, "cuda", torch.version.cuda, "| transformers", transformers.__version__, "| accelerate", accelerate.__version__, "| bitsandbytes", bitsandbytes.__version__)'
+}
+
+bench_line() { # the bench's short table, from its log, for the summary's tail
+    sed -n '/^mode      batch/,$p' "$LOGS/$1.log" | head -8
 }
 
 phase() {
     case $1 in
-    audit)
-        versions >"$LOGS/versions.txt" 2>&1
-        step audit python3 -m pytest_gpuinfer.cli audit
-        python3 -m pytest_gpuinfer.cli audit --json >"$OUT/audit.json" 2>>"$LOGS/audit.log"
-        step arch_list_check python3 benchmarks/arch_list_check.py
-        step audit_time python3 benchmarks/bench_audit.py --runs 7
+    versions) versions >"$OUT/versions.txt" 2>&1 ;;
+    suite) step suite_n8 "$SUITE_TIMEOUT" python3 -m pytest tests -n 8 --gpuinfer -p no:cacheprovider -q -rfE --tb=short ;;
+    gputests) step gpu_tests "$GPUTESTS_TIMEOUT" python3 -m pytest tests/test_gpu.py -p no:cacheprovider -q -rfEs ;;
+    oom) step oom_residue "$OOM_TIMEOUT" python3 benchmarks/gpu_oom_residue.py --out "$OUT/oom" ;;
+    bench)
+        for run in 1 2 3; do
+            # shellcheck disable=SC2086  # BENCH_ARGS is a list of options
+            step "bench_run$run" "$BENCH_TIMEOUT" python3 benchmarks/gpu_bench.py --out "$OUT/bench" --tag "run$run" $BENCH_ARGS
+        done
         ;;
-    tests1)
-        CUDA_VISIBLE_DEVICES=0 suite suite_1gpu
-        CUDA_VISIBLE_DEVICES=0 suite suite_1gpu_n2 -n 2
-        ;;
-    tests2)
-        suite "suite_${GPUS}gpu"
-        suite "suite_${GPUS}gpu_n${GPUS}" -n "$GPUS"
-        ;;
-    tests2n) suite "suite_${GPUS}gpu_n${GPUS}" -n "$GPUS" ;;
-    gputests) step "gpu_tests_${GPUS}gpu" python3 -m pytest tests/test_gpu.py -p no:cacheprovider -q -rfEs -s ;;
-    example)
-        step "example_${GPUS}gpu" bash -c "cd examples/downstream && python3 -m pytest --gpuinfer -p no:cacheprovider -q -rs"
-        step "example_${GPUS}gpu_n${GPUS}" bash -c "cd examples/downstream && python3 -m pytest --gpuinfer -p no:cacheprovider -q -rs -n $GPUS"
-        ;;
-    memory) step memory_validation python3 benchmarks/gpu_memory_validation.py ${MEMORY_ARGS:-} ;;
-    bench) step bench python3 benchmarks/gpu_bench.py ${BENCH_ARGS:-} ;;
-    sharing) step sharing python3 benchmarks/gpu_sharing.py ${SHARING_ARGS:-} ;;
-    all) for p in audit tests1 tests2 example memory bench sharing; do phase "$p"; done ;;
-    *) echo "unknown phase $1" >&2 ;;
+    # shellcheck disable=SC2086
+    compiled) step bench_compiled "$COMPILED_TIMEOUT" python3 benchmarks/gpu_bench.py --out "$OUT/bench" --tag compiled $COMPILED_ARGS ;;
+    memory) step memory_validation "$MEMORY_TIMEOUT" python3 benchmarks/gpu_memory_validation.py --out "$OUT/memory" ;;
+    # Beyond the default run (each as long as it needs; run them in a call of their own).
+    audit) step audit 60 python3 -m pytest_gpuinfer.cli audit ;;
+    tests2) step suite_all_gpus 300 python3 -m pytest tests --gpuinfer -p no:cacheprovider -q -rfE --tb=short ;;
+    example) step example 300 bash -c "cd examples/downstream && python3 -m pytest --gpuinfer -p no:cacheprovider -q -rs" ;;
+    sharing) step sharing 300 python3 benchmarks/gpu_sharing.py ${SHARING_ARGS:-} ;;
+    *) echo "unknown step $1" >&2 ;;
     esac
 }
 
-for p in "${@:-all}"; do phase "$p"; done
+if (($# == 0)); then
+    set -- versions suite gputests oom bench compiled memory
+fi
+for p in "$@"; do phase "$p"; done
 echo "== versions"
-cat "$LOGS/versions.txt" 2>/dev/null
+cat "$OUT/versions.txt" 2>/dev/null
 echo "== failures"
-grep -E "^\[[^]]*\] (FAILED|ERROR)" "$OUT/failures.txt" | head -40
-echo "== summary"
+grep -E "^\[[^]]*\] (FAILED|ERROR)" "$OUT/failures.txt" | head -30
+for name in bench_run1 bench_run2 bench_run3 bench_compiled; do
+    [[ -f $LOGS/$name.log ]] && echo "== $name" && bench_line "$name"
+done
+echo "== summary (total ${SECONDS}s of a ${TOTAL_BUDGET}s budget)"
 cat "$SUMMARY"
-# $OUT comes back as a few files: the logs travel as one archive.
-tar -czf "$OUT/logs-$(date +%H%M%S).tgz" -C "$LOGS" .

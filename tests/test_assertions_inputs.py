@@ -29,7 +29,7 @@ IDS = torch.tensor([[1, 0]])
 NAN = float("nan")
 
 # (id, call, text the one-line message must contain)
-BAD_INPUTS: list[tuple[str, Callable[[], object], str]] = [
+BAD_INPUTS: list[tuple[str, Callable[[], object], str | tuple[str, ...]]] = [
     # assert_memory_footprint
     (
         "footprint-ratio-by-position",
@@ -70,7 +70,9 @@ BAD_INPUTS: list[tuple[str, Callable[[], object], str]] = [
     (
         "footprint-ratio-missing",
         lambda: assert_memory_footprint(MODEL, MODEL),  # type: ignore[call-arg]
-        "assert_memory_footprint: missing a required argument: 'min_ratio'",
+        # Python words this one itself, and 3.12 words it differently from 3.11 ("missing a
+        # required keyword-only argument"): only the function and the argument are ours.
+        ("assert_memory_footprint: ", "'min_ratio'"),
     ),
     (
         "footprint-unknown-keyword",
@@ -339,12 +341,15 @@ BAD_INPUTS: list[tuple[str, Callable[[], object], str]] = [
     ("call", "expected"),
     [pytest.param(call, expected, id=name) for name, call, expected in BAD_INPUTS],
 )
-def test_bad_argument_is_one_input_error_line(call: Callable[[], object], expected: str) -> None:
+def test_bad_argument_is_one_input_error_line(
+    call: Callable[[], object], expected: str | tuple[str, ...]
+) -> None:
     with pytest.raises(InputError) as caught:
         call()
     message = str(caught.value)
     assert "\n" not in message
-    assert expected in message
+    for part in (expected,) if isinstance(expected, str) else expected:
+        assert part in message
 
 
 def test_the_table_covers_every_assertion() -> None:

@@ -14,7 +14,7 @@ import pytest
 from fakes import nvml_specs
 
 from pytest_gpuinfer import cli
-from pytest_gpuinfer.bench.config import BenchConfig, Workload, ordered_modes, parse_counts
+from pytest_gpuinfer.bench.config import BenchConfig, ordered_modes, parse_counts
 from pytest_gpuinfer.bench.hardware import (
     GpuWatch,
     device_handle,
@@ -22,10 +22,12 @@ from pytest_gpuinfer.bench.hardware import (
     memory_bandwidth,
     nvml_session,
 )
-from pytest_gpuinfer.bench.measure import ModelShape, Repetition, WorkloadRun
+from pytest_gpuinfer.bench.measure import Footprint, Repetition, WorkloadRun
 from pytest_gpuinfer.bench.record import FIGURES, ModeResult, add_ratios, build_result
 from pytest_gpuinfer.bench.stats import Latency, Spread, percentile
 from pytest_gpuinfer.probes.errors import InputError
+from pytest_gpuinfer.probes.memory_workload import Workload
+from pytest_gpuinfer.probes.model_shape import model_shape
 from pytest_gpuinfer.tiny_models import trained_model_path
 
 Install = Callable[[dict[str, Any] | None], None]
@@ -65,7 +67,7 @@ def test_spread_flags_a_wide_run_and_passes_a_steady_one() -> None:
 
 
 def _run(decode_per_token: list[float], *, workload: Workload | None = None) -> WorkloadRun:
-    w = workload or Workload(batch_size=2, prompt_len=100, new_tokens=11)
+    w = workload or Workload(batch_size=2, seq_len=100, new_tokens=11)
     reps = [
         Repetition(prefill_s=0.02, decode_s=d * 10, generate_s=0.02 + d * 10, per_token_s=[d] * 10)
         for d in decode_per_token
@@ -81,7 +83,13 @@ def _run(decode_per_token: list[float], *, workload: Workload | None = None) -> 
     )
 
 
-SHAPE = ModelShape(weights_bytes=2 * 10**9, layers=22, kv_heads=4, head_dim=64, kv_dtype_bytes=2)
+LLAMA = {
+    "model_type": "llama", "hidden_size": 2048, "num_hidden_layers": 22,
+    "num_attention_heads": 32, "num_key_value_heads": 4, "head_dim": 64,
+    "intermediate_size": 5632, "vocab_size": 32000, "max_position_embeddings": 2048,
+}  # fmt: skip
+# The audit's shape reader (probes.model_shape), the one the memory estimate uses.
+SHAPE = Footprint(weights_bytes=2 * 10**9, shape=model_shape(LLAMA, "test"), kv_dtype_bytes=2)
 
 
 def test_floor_and_mbu_follow_weights_kv_and_bandwidth() -> None:

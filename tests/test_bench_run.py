@@ -1,7 +1,9 @@
 """gpuinfer bench end to end on the tiny trained LM: spawned children, failures, Ctrl-C.
 
 Slow-ish (each mode is a fresh interpreter importing torch): one run covers the happy
-path and two failures at once; the Ctrl-C test runs a second.
+path and two failures at once, one the stdout record, Markdown and a doctored baseline;
+the Ctrl-C test runs a third. Faults reach the children through tests/fakes/bench_faults
+(a ``sitecustomize`` on PYTHONPATH), not through the product.
 """
 
 from __future__ import annotations
@@ -17,11 +19,13 @@ from typing import Any
 
 import pytest
 
-from pytest_gpuinfer.bench.faults import ENV_VAR
 from pytest_gpuinfer.bench.record import SCHEMA, SCHEMA_VERSION
+from pytest_gpuinfer.cli_bench import JSON_FILE_DEPRECATED
 from pytest_gpuinfer.tiny_models import trained_model_path
 
 ROOT = Path(__file__).resolve().parents[1]
+FAULTS_DIR = Path(__file__).parent / "fakes" / "bench_faults"
+ENV_VAR = "GPUINFER_BENCH_FAULTS"
 MODEL = str(trained_model_path())
 QUICK = ["--prompt-len", "8", "--new-tokens", "4", "--warmup", "1", "--min-repetitions", "3"]
 QUICK += ["--min-seconds", "0", "--no-pin", "--reference", "fp32"]
@@ -31,7 +35,8 @@ FAULTS = {"oom_after_forwards": {"bf16": 12}, "load_error": {"int8": "bitsandbyt
 
 def _env(**extra: str) -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith(("GPUINFER", "PYTEST_XDIST"))}
-    env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(ROOT), env.get("PYTHONPATH")]))
+    paths = [str(FAULTS_DIR)] if ENV_VAR in extra else []
+    env["PYTHONPATH"] = os.pathsep.join(filter(None, [*paths, str(ROOT), env.get("PYTHONPATH")]))
     env.update(extra)
     return env
 
@@ -113,9 +118,28 @@ def test_the_reference_is_measured_first_with_every_figure(faulty_run: dict[str,
 
 def test_table_and_progress(faulty_run: dict[str, Any]) -> None:
     done = faulty_run["done"]
-    assert "ratio to fp32 (the reference, measured in this run)" in done.stdout
+    assert "ratio to fp32 (the reference, measured in the same rounds;" in done.stdout
     assert "[1/3] fp32: starting a fresh process" in done.stderr
     assert "[2/3] bf16: loaded in" in done.stderr
+    assert "b1 round 1: fp32 " in done.stderr and "[ETA " in done.stderr
+    assert max(len(line) for line in done.stdout.splitlines()) <= 120
+
+
+def test_json_file_is_the_deprecated_spelling_of_output(faulty_run: dict[str, Any]) -> None:
+    done = faulty_run["done"]
+    assert JSON_FILE_DEPRECATED in done.stderr
+    assert done.stdout.startswith("gpuinfer bench\n")  # the table, not the record
+
+
+def test_modes_are_measured_in_interleaved_rounds(faulty_run: dict[str, Any]) -> None:
+    fp32, bf16 = faulty_run["results"]["fp32"], faulty_run["results"]["bf16"]
+    assert faulty_run["data"]["run"]["interleaved"] is True
+    # Both alive at once, asked in turn: bf16's rounds 0 and 1 pair with fp32's.
+    assert fp32["process_id"] != bf16["process_id"]
+    assert faulty_run["data"]["run"]["rounds"][0] >= 3
+    interval = bf16["intervals"]["decode_seconds_per_token"]
+    assert interval["rounds"] == 2 and interval["low"] <= interval["ratio"] <= interval["high"]
+    assert bf16["resolution"]["dtype"] == "torch.bfloat16"
 
 
 def test_chart_is_a_png(faulty_run: dict[str, Any]) -> None:
@@ -125,7 +149,7 @@ def test_chart_is_a_png(faulty_run: dict[str, Any]) -> None:
 
 def test_ctrl_c_keeps_partial_results_and_ends_the_child(tmp_path: Path) -> None:
     out = tmp_path / "bench.json"
-    args = [*QUICK, "--modes", "fp32,bf16", "--min-seconds", "300", "--json", str(out)]
+    args = [*QUICK, "--modes", "fp32,bf16", "--min-seconds", "300", "--output", str(out)]
     process = subprocess.Popen(
         _command(*args), env=_env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
     )
@@ -139,13 +163,64 @@ def test_ctrl_c_keeps_partial_results_and_ends_the_child(tmp_path: Path) -> None
     process.send_signal(signal.SIGINT)
     stdout, stderr = process.communicate(timeout=60)
     assert process.returncode == 130, "".join(seen) + stderr
-    assert "interrupted: child process ended, partial results kept" in stderr
+    assert "interrupted: child processes ended, partial results kept" in stderr
     assert "INTERRUPTED: partial results (Ctrl-C)" in stdout
     data = json.loads(out.read_text(encoding="utf-8"))
     assert data["run"]["interrupted"] is True
     fp32, bf16 = data["results"]
     assert fp32["status"] == "interrupted" and fp32["repetitions"] >= 1
     assert fp32["figures"]["decode_seconds_per_token"] > 0
-    assert bf16["status"] == "interrupted" and bf16["reason"].startswith("not measured")
-    with pytest.raises(ProcessLookupError):
-        os.kill(fp32["process_id"], 0)
+    # Interleaved: bf16 was alive and measuring too, and ended with it.
+    assert bf16["status"] == "interrupted" and "interrupted" in bf16["reason"]
+    for record in (fp32, bf16):
+        with pytest.raises(ProcessLookupError):
+            os.kill(record["process_id"], 0)
+
+
+def test_json_on_stdout_markdown_and_a_doctored_baseline_fails(
+    faulty_run: dict[str, Any], tmp_path: Path
+) -> None:
+    baseline = json.loads(json.dumps(faulty_run["data"]))
+    for row in baseline["results"]:
+        if row["mode"] == "fp32":
+            # A baseline twice as fast as anything this machine can do: a regression now.
+            row["figures"]["decode_seconds_per_token"] /= 2
+    doctored = tmp_path / "baseline.json"
+    doctored.write_text(json.dumps(baseline), encoding="utf-8")
+    summary = tmp_path / "summary.md"
+    args = [*QUICK, "--modes", "fp32", "--json", "--markdown", str(summary)]
+    done = subprocess.run(
+        _command(
+            *args, "--baseline", str(doctored), "--compare-figures", "decode_seconds_per_token"
+        ),
+        env=_env(),
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    assert done.returncode == 1, done.stderr
+    record = json.loads(done.stdout)  # stdout holds the record alone
+    assert record["schema"] == SCHEMA
+    assert record["baseline"]["regressions"][0].startswith("fp32 b1 decode_seconds_per_token")
+    assert "1 regression(s)" in done.stderr and "REGRESSION" in done.stderr
+    assert "gpuinfer bench\n" in done.stderr  # the table went to stderr
+    markdown = summary.read_text(encoding="utf-8")
+    assert markdown.startswith("## gpuinfer bench\n")
+    assert "| fp32 (ref) | 1 | measured |" in markdown
+    assert "### against the baseline" in markdown
+
+
+def test_compiled_measures_a_static_cache_and_says_why_it_did_not_compile_on_cpu(
+    tmp_path: Path,
+) -> None:
+    out = tmp_path / "bench.json"
+    args = [*QUICK, "--modes", "fp32", "--compiled", "--output", str(out)]
+    done = subprocess.run(_command(*args), env=_env(), capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stderr
+    (fp32,) = json.loads(out.read_text(encoding="utf-8"))["results"]
+    assert fp32["status"] == "measured"
+    compiled = fp32["compile"]
+    assert compiled["decode_step_compiled"] is False  # transformers compiles on GPUs only
+    assert compiled["reason"].startswith("transformers compiles generate() on an accelerator")
+    assert compiled["first_call_seconds"] > 0 and compiled["compile_seconds"] >= 0
+    assert "--compiled: transformers compiles generate()" in done.stdout

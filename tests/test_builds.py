@@ -187,7 +187,8 @@ def test_arch_list_cache_is_read_without_importing_torch(tmp_path: Path) -> None
 def test_verify_child_reports_no_arch_list_without_a_gpu(tmp_path: Path) -> None:
     pytest.importorskip("torch")
     stack = software("2.11.0+cu130", "13.0", bitsandbytes=None)
-    env = {"GPUINFER_CACHE_DIR": str(tmp_path), "PATH": "/usr/bin:/bin"}
+    # No GPU for the child, on any machine: an empty CUDA_VISIBLE_DEVICES hides every device.
+    env = {"GPUINFER_CACHE_DIR": str(tmp_path), "PATH": "/usr/bin:/bin", "CUDA_VISIBLE_DEVICES": ""}
     import os
 
     if "PYTHONPATH" in os.environ:

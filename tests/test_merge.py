@@ -51,8 +51,26 @@ def _run(pytester: pytest.Pytester, report: str, *args: str) -> Path:
     return pytester.path / report
 
 
-def _fleet(pytester: pytest.Pytester, fake_nvml: InstallNvml) -> list[Path]:
+def _cpu_torch(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The fake machines carry a CPU build of torch, whatever this machine's torch is.
+
+    The expectations below (mode tests skip on the fake boxes) are those of a torch without
+    CUDA; on a GPU machine the installed torch has a CUDA build, so its build is replaced
+    where the probe reads it (torch/version.py's ``cuda``), beside the fake NVML.
+    """
+    from dataclasses import replace
+
+    from pytest_gpuinfer.probes import software
+
+    real = software.probe_software
+    monkeypatch.setattr(software, "probe_software", lambda: replace(real(), torch_cuda=None))
+
+
+def _fleet(
+    pytester: pytest.Pytester, fake_nvml: InstallNvml, monkeypatch: pytest.MonkeyPatch
+) -> list[Path]:
     """Four machines: two simulated profiles, a fake 2 x H100 box, a fake T4 box."""
+    _cpu_torch(monkeypatch)
     pytester.makepyfile(test_suite=SUITE)
     reports = [
         _run(pytester, "t4.json", "--gpuinfer-profile", "t4"),
@@ -66,9 +84,12 @@ def _fleet(pytester: pytest.Pytester, fake_nvml: InstallNvml) -> list[Path]:
 
 
 def test_coverage_matrix_of_a_fleet(
-    pytester: pytest.Pytester, fake_nvml: InstallNvml, capsys: pytest.CaptureFixture[str]
+    pytester: pytest.Pytester,
+    fake_nvml: InstallNvml,
+    capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    reports = _fleet(pytester, fake_nvml)
+    reports = _fleet(pytester, fake_nvml, monkeypatch)
     host = socket.gethostname()
     html_path = pytester.path / "fleet.html"
     capsys.readouterr()
@@ -87,7 +108,7 @@ def test_coverage_matrix_of_a_fleet(
     ]
     rows = {line.split()[0]: line.split()[1:] for line in out[8:15]}
     # On a simulated profile GPU tests skip; the fake machines run those whose
-    # requirements hold (the mode tests skip there: this torch has no CUDA).
+    # requirements hold (the mode tests skip there: their torch has no CUDA).
     assert rows["test_suite.py::test_ampere"] == ["skip", "skip", "pass", "skip"]
     assert rows["test_suite.py::test_two_gpus"] == ["skip", "skip", "pass", "skip"]
     assert rows["test_suite.py::test_fails"] == ["skip", "skip", "FAIL", "FAIL"]
@@ -108,9 +129,12 @@ def test_coverage_matrix_of_a_fleet(
 
 
 def test_merged_json(
-    pytester: pytest.Pytester, fake_nvml: InstallNvml, capsys: pytest.CaptureFixture[str]
+    pytester: pytest.Pytester,
+    fake_nvml: InstallNvml,
+    capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    reports = _fleet(pytester, fake_nvml)
+    reports = _fleet(pytester, fake_nvml, monkeypatch)
     capsys.readouterr()
     assert main(["merge", "--json", "--no-fail-on-unrun", *map(str, reports)]) == 0
     data = json.loads(capsys.readouterr().out)

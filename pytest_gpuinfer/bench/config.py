@@ -7,6 +7,7 @@ from dataclasses import asdict, dataclass, field
 from typing import Any
 
 from pytest_gpuinfer.probes.errors import InputError
+from pytest_gpuinfer.probes.memory_workload import Workload
 from pytest_gpuinfer.probes.modes import MODES
 from pytest_gpuinfer.probes.report import parse_modes
 
@@ -14,20 +15,19 @@ DEFAULT_PROMPT_LEN = 256
 DEFAULT_NEW_TOKENS = 64
 """LLM-Perf's workload (REFERENCE §10): a 256-token prompt, 64 new tokens, batch 1."""
 
+PIN_CPU_DEFAULT = False
+"""Measured on one H200 (REFERENCE §12, fp16 batch 1, 20 s / 20 repetitions): pinned to
+two cores 14.85 ms/token with IQR/median 5.5 %, unpinned 13.32 ms/token with 3.4 %.
+Pinning was slower and noisier, so it is opt-in (``--pin``)."""
 
-@dataclass(frozen=True)
-class Workload:
-    """One generate() shape: ``batch_size`` prompts of ``prompt_len`` tokens, ``new_tokens``
-    generated with ``min_new_tokens = max_new_tokens``."""
 
-    batch_size: int = 1
-    prompt_len: int = DEFAULT_PROMPT_LEN
-    new_tokens: int = DEFAULT_NEW_TOKENS
-
-    def __post_init__(self) -> None:
-        check_count(self.batch_size, "batch size")
-        check_count(self.prompt_len, "prompt length")
-        check_count(self.new_tokens, "new tokens", minimum=2, why=" (decode needs a 2nd token)")
+def bench_workload(batch_size: int, prompt_len: int, new_tokens: int) -> Workload:
+    """The audit's :class:`Workload` (``seq_len`` is the prompt), checked for what a
+    benchmark needs beyond it: a second token, so that decode has a step to time."""
+    check_count(batch_size, "batch size")
+    check_count(prompt_len, "prompt length")
+    check_count(new_tokens, "new tokens", minimum=2, why=" (decode needs a 2nd token)")
+    return Workload(batch_size=batch_size, seq_len=prompt_len, new_tokens=new_tokens)
 
 
 @dataclass(frozen=True)
@@ -40,9 +40,12 @@ class Repetitions:
     min_seconds: float = 10.0
     max_spread: float = 0.05
     """A decode spread (IQR/median across repetitions) above this is reported too wide."""
+    per_round: int = 1
+    """Repetitions each mode runs per interleaved round (``gpuinfer bench``)."""
 
     def __post_init__(self) -> None:
         check_count(self.warmup, "warm-up runs", minimum=0)
+        check_count(self.per_round, "repetitions per round")
         check_count(self.min_count, "repetitions", minimum=2, why=" (a spread needs two)")
         if not isinstance(self.min_seconds, int | float) or self.min_seconds < 0:
             raise InputError(f"minimum seconds {self.min_seconds!r}: expected a number >= 0")
@@ -64,21 +67,24 @@ class BenchConfig:
     """The mode every figure is compared with; None: fp16 on a GPU, fp32 on a CPU."""
     time_split: bool = False
     """Also profile one generate() to split per-token time into GPU busy and host."""
-    pin_cpu: bool = True
-    """Pin each child to two cores while it measures on a GPU (steadier host timing)."""
+    pin_cpu: bool = PIN_CPU_DEFAULT
+    """Pin each child to two cores while it measures on a GPU."""
+    compiled: bool = False
+    """Measure with a static KV cache and transformers' own torch.compile of the decode
+    step (CUDA graphs); the compile's time is reported apart."""
 
     def __post_init__(self) -> None:
         if not self.batch_sizes:
             raise InputError("no batch size given: expected one or more integers >= 1")
         for batch in self.batch_sizes:
-            Workload(batch, self.prompt_len, self.new_tokens)
+            bench_workload(batch, self.prompt_len, self.new_tokens)
         if self.reference is not None and self.reference not in MODES:
             raise InputError(
                 f"unknown reference mode {self.reference!r}; expected one of: {', '.join(MODES)}"
             )
 
     def workloads(self) -> list[Workload]:
-        return [Workload(b, self.prompt_len, self.new_tokens) for b in self.batch_sizes]
+        return [bench_workload(b, self.prompt_len, self.new_tokens) for b in self.batch_sizes]
 
     def to_dict(self) -> dict[str, Any]:
         data = asdict(self)

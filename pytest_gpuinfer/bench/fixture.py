@@ -51,7 +51,7 @@ def measure_loaded(
         memory_bandwidth,
         nvml_session,
     )
-    from pytest_gpuinfer.bench.measure import model_shape, run_workload
+    from pytest_gpuinfer.bench.measure import footprint, run_workload
     from pytest_gpuinfer.bench.record import LoadFigures, build_result
     from pytest_gpuinfer.bench.runner import _profile_bandwidth
 
@@ -74,7 +74,7 @@ def measure_loaded(
         loaded.mode,
         run,
         load,
-        model_shape(loaded.model, loaded.footprint_bytes),
+        footprint(loaded.model, loaded.footprint_bytes),
         bandwidth_bytes_per_s=bandwidth.value,
         bandwidth_reason=bandwidth.reason,
         max_spread=policy.max_spread,
@@ -103,11 +103,11 @@ def bench_loaded(
 ) -> ModeResult:
     """What the ``gpuinfer_bench`` fixture's callable does (``report`` and ``sink`` bound)."""
     __tracebackhide__ = True
-    from pytest_gpuinfer.bench.config import Repetitions, Workload
+    from pytest_gpuinfer.bench.config import Repetitions, bench_workload
     from pytest_gpuinfer.probes.errors import InputError
 
     try:
-        workload = Workload(batch_size, prompt_len, new_tokens)
+        workload = bench_workload(batch_size, prompt_len, new_tokens)
         policy = Repetitions(warmup, min_repetitions, min_seconds, max_spread)
     except InputError as error:
         pytest.fail(f"gpuinfer_bench: {error}", pytrace=False)

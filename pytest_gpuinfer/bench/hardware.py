@@ -152,6 +152,8 @@ class GpuWatch:
     baseline: dict[int, int | None] = field(default_factory=dict)
     foreign: dict[int, ForeignProcess] = field(default_factory=dict)
     note: str | None = None
+    last_listing: dict[int, int | None] = field(default_factory=dict)
+    """pid -> GPU bytes as NVML listed them at the last sample."""
 
     def start(self) -> None:
         """Read the processes present before any child runs: none of them are ours."""
@@ -171,6 +173,7 @@ class GpuWatch:
             return None, None
         children = set(child_pids)
         listed = gpu_processes(self.nvml, self.handle)
+        self.last_listing = listed
         ours = [used for pid, used in listed.items() if pid in children]
         others = {pid: u for pid, u in listed.items() if pid not in children | self.own_pids}
         if not ours and others and len(others) > len(self.baseline):

@@ -17,9 +17,14 @@ from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
-from pytest_gpuinfer.bench import faults
-from pytest_gpuinfer.bench.config import Repetitions, Workload
+from pytest_gpuinfer.bench.config import Repetitions
 from pytest_gpuinfer.bench.hardware import Reading
+from pytest_gpuinfer.probes.memory_workload import Workload
+from pytest_gpuinfer.probes.model_shape import ModelShape
+
+COMPILED_MIN_WARMUP = 3
+"""transformers' default CompileConfig is mode="reduce-overhead": the first decode calls
+compile and record the CUDA graph; only later calls replay it."""
 
 
 @dataclass
@@ -31,25 +36,29 @@ class Repetition:
     decode_s: float
     generate_s: float
     per_token_s: list[float]
+    round: int = 0
+    """The interleaved round it was measured in (pairs it with the reference's)."""
+    energy_mj: float | None = None
+    """The GPU's energy counter over this repetition (None without NVML)."""
 
 
 @dataclass
-class ModelShape:
-    """What the bandwidth floor needs: weight bytes and the KV cache's size per token."""
+class Footprint:
+    """What the bandwidth floor needs: the weights' bytes and the audit's model shape
+    (probes.model_shape, the one the memory estimate uses) for the KV cache."""
 
     weights_bytes: int
-    layers: int | None
-    kv_heads: int | None
-    head_dim: int | None
+    shape: ModelShape | None
     kv_dtype_bytes: int | None
+    shape_reason: str | None = None
 
     def kv_bytes(self, batch_size: int, tokens: float) -> float | None:
-        """Bytes of K and V for ``batch_size`` sequences of ``tokens`` tokens."""
-        if None in (self.layers, self.kv_heads, self.head_dim, self.kv_dtype_bytes):
+        """Bytes of K and V for ``batch_size`` sequences of ``tokens`` tokens (sliding
+        layers capped at their window, as the memory estimate caps them)."""
+        if self.shape is None or not self.kv_dtype_bytes:
             return None
-        assert self.layers and self.kv_heads and self.head_dim and self.kv_dtype_bytes
-        per_token = 2 * self.layers * self.kv_heads * self.head_dim * self.kv_dtype_bytes
-        return float(per_token * tokens * batch_size)
+        held = sum(min(tokens, window) if window else tokens for window in self.shape.layer_windows)
+        return float(self.shape.kv_bytes_per_token * self.kv_dtype_bytes * held * batch_size)
 
 
 @dataclass
@@ -70,6 +79,10 @@ class WorkloadRun:
     energy_mj: float | None = None
     energy_reason: str | None = None
     time_split: dict[str, Any] | None = None
+    first_call_seconds: float | None = None
+    """The first warm-up generate(): with --compiled it includes torch.compile."""
+    compiled: dict[str, Any] | None = None
+    """With --compiled: whether transformers' auto-compile ran, and why not."""
 
     def to_dict(self) -> dict[str, Any]:
         data = asdict(self)
@@ -84,25 +97,47 @@ class WorkloadRun:
         return cls(**values)
 
 
-def model_shape(model: Any, weights_bytes: int) -> ModelShape:
+def footprint(model: Any, weights_bytes: int) -> Footprint:
+    """The floor's inputs for a loaded model: its config read by the audit's shape reader."""
+    from pytest_gpuinfer.probes.errors import InputError
+    from pytest_gpuinfer.probes.model_shape import model_shape
     from pytest_gpuinfer.probes.modes import dtype_bytes
 
     config = getattr(model, "config", None)
-    text = getattr(config, "get_text_config", lambda: config)() if config is not None else None
-    layers = getattr(text, "num_hidden_layers", None)
-    heads = getattr(text, "num_attention_heads", None)
-    kv_heads = getattr(text, "num_key_value_heads", None) or heads
-    head_dim = getattr(text, "head_dim", None)
-    hidden = getattr(text, "hidden_size", None)
-    if head_dim is None and hidden and heads:
-        head_dim = hidden // heads
-    return ModelShape(
+    shape: ModelShape | None = None
+    reason = None
+    try:
+        data = config.to_dict() if config is not None else {}
+        shape = model_shape(data, "the loaded model's config")
+    except InputError as error:
+        reason = str(error)
+    return Footprint(
         weights_bytes=weights_bytes,
-        layers=layers,
-        kv_heads=kv_heads,
-        head_dim=head_dim,
+        shape=shape,
         kv_dtype_bytes=dtype_bytes(str(getattr(model, "dtype", ""))),
+        shape_reason=reason,
     )
+
+
+def resolution(model: Any) -> dict[str, Any]:
+    """What a mode resolved to in this transformers: attention, weight dtype, quantizer and
+    the classes of its linear layers (two modes equal here run the same kernels)."""
+    config = getattr(model, "config", None)
+    quantizer = getattr(model, "hf_quantizer", None)
+    linears = sorted(
+        {
+            type(m).__name__
+            for m in model.modules()
+            if "Linear" in type(m).__name__ or type(m).__name__.endswith("Conv1D")
+        }
+    )
+    return {
+        "attention": getattr(config, "_attn_implementation", None),
+        "dtype": str(getattr(model, "dtype", "")),
+        "quantizer": type(quantizer).__name__ if quantizer is not None else None,
+        "linear_classes": linears,
+        "model_class": type(model).__name__,
+    }
 
 
 class _Clock:
@@ -145,7 +180,7 @@ def _token_stamper(clock: _Clock) -> tuple[Any, list[Any]]:
     return TokenStamps(), marks
 
 
-def _is_oom(error: BaseException) -> bool:
+def is_oom(error: BaseException) -> bool:
     import torch
 
     kinds: tuple[type[BaseException], ...] = (torch.cuda.OutOfMemoryError,)
@@ -168,17 +203,18 @@ def make_inputs(model: Any, workload: Workload, device: str) -> dict[str, Any]:
     vocab = int(getattr(model.config.get_text_config(), "vocab_size", 0) or 1000)
     low = min(16, vocab - 1)
     generator = torch.Generator().manual_seed(0)
-    ids = torch.randint(low, vocab, (workload.batch_size, workload.prompt_len), generator=generator)
+    ids = torch.randint(low, vocab, (workload.batch_size, workload.seq_len), generator=generator)
     return {"input_ids": ids.to(device), "attention_mask": torch.ones_like(ids).to(device)}
 
 
-def generate_kwargs(model: Any, workload: Workload) -> dict[str, Any]:
+def generate_kwargs(model: Any, workload: Workload, *, compiled: bool = False) -> dict[str, Any]:
+    """Greedy, exactly ``new_tokens``; ``compiled``: transformers' own compile path."""
     config = getattr(model, "generation_config", None)
     pad = getattr(config, "pad_token_id", None)
     if pad is None:
         eos = getattr(config, "eos_token_id", None)
         pad = eos[0] if isinstance(eos, list) and eos else eos
-    return {
+    kwargs: dict[str, Any] = {
         "max_new_tokens": workload.new_tokens,
         "min_new_tokens": workload.new_tokens,
         "do_sample": False,
@@ -186,6 +222,147 @@ def generate_kwargs(model: Any, workload: Workload) -> dict[str, Any]:
         "use_cache": True,
         "pad_token_id": 0 if pad is None else pad,
     }
+    if compiled:
+        kwargs.update(compiled_kwargs())
+    return kwargs
+
+
+def compiled_kwargs() -> dict[str, Any]:
+    """The compile recipe transformers supports: a static cache, and generate() compiles
+    the decode step itself (``get_compiled_call``: torch.compile with the default
+    CompileConfig, mode "reduce-overhead", i.e. CUDA graphs; prefill stays eager).
+
+    Compiling ``model.forward`` by hand and passing ``cache_implementation="static"``
+    failed on transformers 5.17 ("accessing tensor output of CUDAGraphs that has been
+    overwritten", REFERENCE §12); generate()'s own path is the one its release tests.
+    transformers compiles only on an accelerator (``_valid_auto_compile_criteria``): on a
+    CPU this measures the static cache alone.
+    """
+    from transformers import CompileConfig
+
+    return {"cache_implementation": "static", "compile_config": CompileConfig()}
+
+
+def compile_state(model: Any) -> dict[str, Any]:
+    """Whether generate() compiled the decode step (it keeps the compiled call)."""
+    compiled = hasattr(model, "_compiled_call")
+    reason = None
+    if not compiled:
+        if not str(getattr(model, "device", "cpu")).startswith("cuda"):
+            reason = "transformers compiles generate() on an accelerator only: static cache alone"
+        elif getattr(model, "hf_quantizer", None) is not None:
+            reason = "transformers does not compile this quantized model (hf_quantizer)"
+        else:
+            reason = "transformers' auto-compile criteria not met (see its warning)"
+    return {"decode_step_compiled": compiled, "reason": reason}
+
+
+class WorkloadSession:
+    """One mode at one workload, measured a few repetitions at a time: the interleaved
+    runner asks each mode's process for one round after another."""
+
+    def __init__(
+        self,
+        model: Any,
+        workload: Workload,
+        *,
+        energy: Callable[[], Reading] | None = None,
+        compiled: bool = False,
+    ) -> None:
+        import torch
+
+        self.torch = torch
+        self.model = model
+        self.device = str(model.device)
+        self.run = WorkloadRun(workload=workload, device=self.device)
+        self.clock = _Clock(self.device)
+        self.stamper, self.marks = _token_stamper(self.clock)
+        self.inputs = make_inputs(model, workload, self.device)
+        self.kwargs = {
+            **generate_kwargs(model, workload, compiled=compiled),
+            "logits_processor": [self.stamper],
+        }
+        self.energy = energy
+        self.compiled = compiled
+        self.energy_reason: str | None = (
+            None if energy is not None else "no NVML energy counter without a GPU"
+        )
+        self._energy_total: float | None = None
+
+    def warm_up(self, count: int) -> None:
+        """Un-timed generate() calls; the first one's seconds are kept (compile time)."""
+        if self.clock.cuda:
+            self.torch.cuda.empty_cache()
+            self.torch.cuda.reset_peak_memory_stats()
+        count = max(count, COMPILED_MIN_WARMUP) if self.compiled else count
+        with self.torch.inference_mode():
+            for index in range(count):
+                started = time.perf_counter()
+                self.model.generate(**self.inputs, **self.kwargs)
+                self.clock.synchronize()
+                if index == 0:
+                    self.run.first_call_seconds = time.perf_counter() - started
+                self.run.warmup_runs += 1
+        if self.compiled:
+            self.run.compiled = compile_state(self.model)
+
+    def measure(self, count: int, round_index: int = 0) -> list[Repetition]:
+        """``count`` timed repetitions, tagged with ``round_index``."""
+        done: list[Repetition] = []
+        started = time.perf_counter()
+        with self.torch.inference_mode():
+            for _ in range(count):
+                before = self._energy()
+                rep = _one_repetition(self.model, self.inputs, self.kwargs, self.clock, self.marks)
+                after = self._energy()
+                rep.round = round_index
+                if before is not None and after is not None:
+                    rep.energy_mj = after - before
+                    self._energy_total = (self._energy_total or 0.0) + rep.energy_mj
+                done.append(rep)
+                self.run.repetitions.append(rep)
+        self.run.seconds += time.perf_counter() - started
+        self.run.energy_mj = self._energy_total
+        return done
+
+    def _energy(self) -> float | None:
+        if self.energy is None:
+            return None
+        reading = self.energy()
+        if reading.value is None:
+            self.energy_reason = reading.reason
+        return reading.value
+
+    def split(self) -> None:
+        """Profile one generate(): GPU kernel time against host time (never loses figures)."""
+        from pytest_gpuinfer.bench.split import gpu_busy_split
+
+        try:
+            with self.torch.inference_mode():
+                self.run.time_split = gpu_busy_split(
+                    self.model, self.inputs, self.kwargs, self.device, self.run.workload
+                )
+        except Exception as error:
+            if is_oom(error):
+                raise
+            reason = f"profiling failed: {type(error).__name__}: {_first_line(error)}"
+            self.run.time_split = {"available": False, "reason": reason}
+
+    def oom(self, error: BaseException) -> None:
+        """End this workload as out of memory, keeping what was measured."""
+        self.run.status = "oom"
+        done = len(self.run.repetitions)
+        self.run.reason = f"out of memory after {done} repetition(s): {_first_line(error)}"
+        if self.clock.cuda:
+            gc.collect()
+            self.torch.cuda.empty_cache()
+
+    def finish(self) -> WorkloadRun:
+        gc.enable()
+        _read_memory(self.run, self.clock.cuda)
+        if self.run.energy_mj is None and self.energy_reason:
+            self.run.energy_reason = self.energy_reason
+        return self.run
 
 
 def run_workload(
@@ -197,70 +374,29 @@ def run_workload(
     energy: Callable[[], Reading] | None = None,
     on_repetition: Callable[[int, Repetition, float], None] | None = None,
     time_split: bool = False,
+    compiled: bool = False,
 ) -> WorkloadRun:
-    """Warm up, then repeat generate() until ``policy`` is met; an out-of-memory ends the
-    run with status "oom" and keeps what was measured before it."""
-    import torch
-
-    device = str(model.device)
-    run = WorkloadRun(workload=workload, device=device)
-    clock = _Clock(device)
-    stamper, marks = _token_stamper(clock)
-    inputs = make_inputs(model, workload, device)
-    kwargs = {**generate_kwargs(model, workload), "logits_processor": [stamper]}
-    remove_fault = faults.install_oom(model, mode)
-    if clock.cuda:
-        torch.cuda.empty_cache()
-        torch.cuda.reset_peak_memory_stats()
-    started_energy: Reading | None = None
+    """In this process (the pytest fixture): warm up, then repeat generate() until
+    ``policy`` is met; an out-of-memory ends the run with status "oom" and keeps what was
+    measured before it."""
+    session = WorkloadSession(model, workload, energy=energy, compiled=compiled)
     try:
-        with torch.inference_mode():
-            for _ in range(policy.warmup):
-                model.generate(**inputs, **kwargs)
-                run.warmup_runs += 1
-            clock.synchronize()
-            started_energy = energy() if energy is not None else None
-            started = time.perf_counter()
-            while (
-                len(run.repetitions) < policy.min_count
-                or time.perf_counter() - started < policy.min_seconds
-            ):
-                run.repetitions.append(_one_repetition(model, inputs, kwargs, clock, marks))
-                run.seconds = time.perf_counter() - started
-                if on_repetition is not None:
-                    on_repetition(len(run.repetitions), run.repetitions[-1], run.seconds)
-            if time_split:
-                from pytest_gpuinfer.bench.split import gpu_busy_split
-
-                try:
-                    run.time_split = gpu_busy_split(model, inputs, kwargs, device, workload)
-                except Exception as error:  # the split is extra: never lose the figures
-                    if _is_oom(error):
-                        raise
-                    reason = f"profiling failed: {type(error).__name__}: {_first_line(error)}"
-                    run.time_split = {"available": False, "reason": reason}
+        session.warm_up(policy.warmup)
+        started = time.perf_counter()
+        while (
+            len(session.run.repetitions) < policy.min_count
+            or time.perf_counter() - started < policy.min_seconds
+        ):
+            (rep,) = session.measure(1, len(session.run.repetitions))
+            if on_repetition is not None:
+                on_repetition(len(session.run.repetitions), rep, session.run.seconds)
+        if time_split:
+            session.split()
     except Exception as error:
-        if not _is_oom(error):
+        if not is_oom(error):
             raise
-        run.status = "oom"
-        done = len(run.repetitions)
-        run.reason = f"out of memory after {done} repetition(s): {_first_line(error)}"
-    finally:
-        remove_fault()
-        gc.enable()
-    _read_memory(run, clock.cuda)
-    if started_energy is not None and energy is not None:
-        ended = energy()
-        if started_energy.value is not None and ended.value is not None:
-            run.energy_mj = ended.value - started_energy.value
-        else:
-            run.energy_reason = started_energy.reason or ended.reason
-    elif energy is None:
-        run.energy_reason = "no NVML energy counter without a GPU"
-    if run.status == "oom" and clock.cuda:
-        gc.collect()
-        torch.cuda.empty_cache()
-    return run
+        session.oom(error)
+    return session.finish()
 
 
 def _one_repetition(

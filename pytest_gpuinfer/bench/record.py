@@ -12,12 +12,21 @@ import statistics
 from dataclasses import dataclass, field
 from typing import Any
 
-from pytest_gpuinfer.bench.config import Workload
-from pytest_gpuinfer.bench.measure import ModelShape, WorkloadRun
-from pytest_gpuinfer.bench.stats import Latency, Spread
+from pytest_gpuinfer.bench.measure import Footprint, WorkloadRun
+from pytest_gpuinfer.bench.stats import Latency, RatioInterval, Spread, bootstrap_ratio
+from pytest_gpuinfer.probes.memory_workload import Workload
 
 SCHEMA = "pytest-gpuinfer/bench"
-SCHEMA_VERSION = "1"
+SCHEMA_VERSION = "2"
+"""2: interleaved rounds (``rounds`` per repetition), ``intervals``, ``resolution``,
+``compile``; ``prompt_len`` keeps its name (the audit's Workload calls it seq_len)."""
+
+INTERVAL_FIGURES: tuple[str, ...] = (
+    "decode_seconds_per_token",
+    "prefill_seconds",
+    "end_to_end_seconds",
+)
+"""Timed once per repetition, hence per round: the ratios that carry an interval."""
 
 JOULES_PER_KWH = 3.6e6
 MB = 1e6
@@ -82,6 +91,10 @@ class ModeResult:
     repetitions: int = 0
     seconds_measured: float = 0.0
     ratios: dict[str, float | None] = field(default_factory=dict)
+    intervals: dict[str, RatioInterval] = field(default_factory=dict)
+    """Bootstrap intervals of the ratios in INTERVAL_FIGURES, over paired rounds."""
+    resolution: dict[str, Any] | None = None
+    """What the mode resolved to (attention, dtype, quantizer, linear classes)."""
     notes: list[str] = field(default_factory=list)
     time_split: dict[str, Any] | None = None
     run: WorkloadRun | None = None
@@ -106,10 +119,44 @@ class ModeResult:
         return self.ratios.get(name)
 
     def compare_to(self, reference: ModeResult) -> None:
-        """Fill ``ratios`` against ``reference`` (measured at the same workload)."""
+        """Fill ``ratios`` against ``reference`` (measured at the same workload), and the
+        intervals of the timed ratios over the rounds both measured."""
         for name in FIGURES:
             mine, theirs = self.figure(name), reference.figure(name)
             self.ratios[name] = mine / theirs if mine is not None and theirs else None
+        if self is reference:
+            return
+        mine_rounds, theirs_rounds = self.per_round(), reference.per_round()
+        common = sorted(set(mine_rounds) & set(theirs_rounds))
+        for name in INTERVAL_FIGURES:
+            interval = bootstrap_ratio(
+                [mine_rounds[r][name] for r in common], [theirs_rounds[r][name] for r in common]
+            )
+            if interval is not None:
+                self.intervals[name] = interval
+
+    def per_round(self) -> dict[int, dict[str, float]]:
+        """Round -> the median of each timed figure over that round's repetitions."""
+        import statistics as stats
+
+        if self.run is None:
+            return {}
+        steps = self.workload.new_tokens - 1
+        rounds: dict[int, list[Any]] = {}
+        for rep in self.run.repetitions:
+            rounds.setdefault(rep.round, []).append(rep)
+        return {
+            r: {
+                "decode_seconds_per_token": stats.median(x.decode_s / steps for x in reps),
+                "prefill_seconds": stats.median(x.prefill_s for x in reps),
+                "end_to_end_seconds": stats.median(x.generate_s for x in reps),
+            }
+            for r, reps in rounds.items()
+        }
+
+    def interval(self, name: str) -> RatioInterval | None:
+        """The ratio's bootstrap interval (None for the reference or with < 2 rounds)."""
+        return self.intervals.get(name)
 
     def figures(self) -> dict[str, float | None]:
         return {name: self.figure(name) for name in FIGURES}
@@ -118,7 +165,7 @@ class ModeResult:
         return {
             "mode": self.mode,
             "batch_size": self.workload.batch_size,
-            "prompt_len": self.workload.prompt_len,
+            "prompt_len": self.workload.seq_len,
             "new_tokens": self.workload.new_tokens,
             "status": self.status,
             "reason": self.reason,
@@ -128,6 +175,9 @@ class ModeResult:
             "process_id": self.process_id,
             "figures": self.figures(),
             "ratios": dict(self.ratios),
+            "intervals": {k: v.to_dict() for k, v in self.intervals.items()},
+            "resolution": self.resolution,
+            "compile": self._compile(),
             "spread": None if self.spread is None else self.spread.to_dict(),
             "spread_too_wide": self.spread_too_wide,
             "repetitions": self.repetitions,
@@ -137,6 +187,18 @@ class ModeResult:
             "time_split": self.time_split,
             "notes": list(self.notes),
             "report": self.optimum_report(),
+        }
+
+    def _compile(self) -> dict[str, Any] | None:
+        run = self.run
+        if run is None or run.compiled is None:
+            return None
+        typical = self.end_to_end_seconds or 0.0
+        first = run.first_call_seconds
+        return {
+            **run.compiled,
+            "first_call_seconds": first,
+            "compile_seconds": None if first is None else max(first - typical, 0.0),
         }
 
     def optimum_report(self) -> dict[str, Any]:
@@ -165,7 +227,7 @@ class ModeResult:
         decode = Latency.from_values([r.decode_s for r in reps])
         generate = Latency.from_values([r.generate_s for r in reps])
         per_token = Latency.from_values([s for r in reps for s in r.per_token_s])
-        prefill_tokens = w.batch_size * w.prompt_len
+        prefill_tokens = w.batch_size * w.seq_len
         decode_tokens = w.batch_size * (w.new_tokens - 1)
         generate_tokens = w.batch_size * w.new_tokens
         energy = _energy_split(run, prefill.total, decode.total)
@@ -230,7 +292,7 @@ def build_result(
     mode: str,
     run: WorkloadRun,
     load: LoadFigures | None,
-    shape: ModelShape | None,
+    shape: Footprint | None,
     *,
     bandwidth_bytes_per_s: float | None,
     bandwidth_reason: str | None,
@@ -264,6 +326,14 @@ def build_result(
         result.weights_bytes = load.weights_bytes
     if not run.device.startswith("cuda"):
         result.notes.append("torch tracks no peak memory on a CPU: peak RAM is the process's")
+    if run.compiled is not None:
+        if run.compiled.get("decode_step_compiled"):
+            result.notes.append(
+                "--compiled: decode step compiled by transformers (static cache, CUDA graphs); "
+                "its compile time is in the first warm-up call, not in the figures"
+            )
+        else:
+            result.notes.append(f"--compiled: {run.compiled.get('reason')}")
     reps = run.repetitions
     if not reps:
         return result
@@ -290,7 +360,7 @@ def build_result(
 
 
 def _floor(
-    result: ModeResult, shape: ModelShape | None, bandwidth: float | None, why: str | None
+    result: ModeResult, shape: Footprint | None, bandwidth: float | None, why: str | None
 ) -> None:
     """Floor per decode step: every weight byte and the KV cache read once, at peak
     bandwidth (the cache at its mean length over the decode)."""
@@ -300,11 +370,10 @@ def _floor(
     if shape is None:
         return
     w = result.workload
-    kv = shape.kv_bytes(w.batch_size, w.prompt_len + w.new_tokens / 2)
+    kv = shape.kv_bytes(w.batch_size, w.seq_len + w.new_tokens / 2)
     if kv is None:
-        result.notes.append(
-            "KV cache size unknown (config lacks layers/heads): floor is weights only"
-        )
+        why = shape.shape_reason or "config lacks layers/heads"
+        result.notes.append(f"KV cache size unknown ({why}): floor is weights only")
         kv = 0.0
     result.floor_seconds_per_token = (shape.weights_bytes + kv) / bandwidth
     if result.decode_seconds_per_token:

@@ -43,75 +43,147 @@ def _table(header: list[str], rows: list[list[str]]) -> list[str]:
     return lines
 
 
+def _interval(r: ModeResult, name: str) -> str:
+    interval = r.intervals.get(name)
+    ratio = r.ratios.get(name)
+    if interval is None:
+        return _ratio(ratio)
+    return f"{interval.ratio:.2f}x [{interval.low:.2f}, {interval.high:.2f}]"
+
+
+def _verdict(r: ModeResult) -> str:
+    if r.reference:
+        return "reference"
+    interval = r.intervals.get("decode_seconds_per_token")
+    if interval is None:
+        return "-"
+    return {"higher": "slower", "lower": "faster"}.get(interval.verdict, interval.verdict)
+
+
+WIDTH = 120
+"""The default tables fit a 120-column terminal (and a CI log); ``--wide`` shows all."""
+
 FIGURE_COLUMNS: list[tuple[str, Callable[[ModeResult], str]]] = [
     ("mode", lambda r: r.mode + (" (ref)" if r.reference else "")),
     ("batch", lambda r: str(r.workload.batch_size)),
     ("status", lambda r: r.status),
     ("load s", lambda r: _num(r.load_seconds)),
     ("weights", lambda r: _bytes(r.weights_bytes)),
-    ("peak alloc / reserved", _peak),
-    ("NVML proc", lambda r: _bytes(r.peak_process_bytes)),
+    (
+        "peak reserved",
+        lambda r: _bytes(r.peak_reserved_bytes) if r.peak_reserved_bytes else _peak(r),
+    ),
     ("prefill ms", lambda r: _num(r.prefill_seconds, 1000)),
     ("decode ms/tok", lambda r: _num(r.decode_seconds_per_token, 1000)),
     ("tok/s", lambda r: _num(r.decode_tokens_per_second, digits=1)),
-    ("e2e s", lambda r: _num(r.end_to_end_seconds, digits=3)),
-    ("spread iqr/cv", _spread),
-    ("J/tok", lambda r: _num(r.energy_joules_per_token, digits=3)),
-    ("floor ms", lambda r: _num(r.floor_seconds_per_token, 1000, 3)),
+    ("iqr/cv", _spread),
     ("MBU", lambda r: _num(r.mbu, 100, 1, "%")),
 ]
 
-RATIO_COLUMNS: list[tuple[str, str]] = [
-    ("load", "load_seconds"),
-    ("weights", "weights_bytes"),
-    ("peak reserved", "peak_reserved_bytes"),
-    ("NVML proc", "peak_process_bytes"),
-    ("prefill", "prefill_seconds"),
-    ("decode/tok", "decode_seconds_per_token"),
-    ("tok/s", "decode_tokens_per_second"),
-    ("e2e", "end_to_end_seconds"),
-    ("J/tok", "energy_joules_per_token"),
-    ("MBU", "mbu"),
+WIDE_COLUMNS: list[tuple[str, Callable[[ModeResult], str]]] = [
+    *FIGURE_COLUMNS[:5],
+    ("peak alloc / reserved", _peak),
+    ("NVML proc", lambda r: _bytes(r.peak_process_bytes)),
+    *FIGURE_COLUMNS[6:10],
+    ("e2e s", lambda r: _num(r.end_to_end_seconds, digits=3)),
+    ("J/tok", lambda r: _num(r.energy_joules_per_token, digits=3)),
+    ("floor ms", lambda r: _num(r.floor_seconds_per_token, 1000, 3)),
+    FIGURE_COLUMNS[10],
+    ("rounds", lambda r: str(len(r.per_round()))),
+]
+
+RATIO_COLUMNS: list[tuple[str, Callable[[ModeResult], str]]] = [
+    ("mode", lambda r: r.mode),
+    ("batch", lambda r: str(r.workload.batch_size)),
+    ("decode/tok [95% CI]", lambda r: _interval(r, "decode_seconds_per_token")),
+    ("verdict", _verdict),
+    ("prefill [95% CI]", lambda r: _interval(r, "prefill_seconds")),
+    ("weights", lambda r: _ratio(r.ratios.get("weights_bytes"))),
+    ("peak reserved", lambda r: _ratio(r.ratios.get("peak_reserved_bytes"))),
+    ("J/tok", lambda r: _ratio(r.ratios.get("energy_joules_per_token"))),
+    ("MBU", lambda r: _ratio(r.ratios.get("mbu"))),
 ]
 
 
-def bench_text(bench: BenchResult) -> str:
-    """The report the CLI prints: context, figures, ratios, reasons and warnings."""
+def _context(bench: BenchResult) -> list[str]:
     c = bench.config
+    policy = c.repetitions
     lines = [
-        "gpuinfer bench",
-        "==============",
         f"model {c.model} on {bench.device}",
         bench.stack,
         f"workload: prompt {c.prompt_len} tokens, {c.new_tokens} new tokens "
-        f"(min_new_tokens = max_new_tokens), batch {', '.join(map(str, c.batch_sizes))}; "
-        f"{c.repetitions.warmup} warm-up, >= {c.repetitions.min_count} repetitions and "
-        f">= {c.repetitions.min_seconds:g} s per mode, each mode in its own process",
+        f"(min_new_tokens = max_new_tokens), batch {', '.join(map(str, c.batch_sizes))}",
+        f"{policy.warmup} warm-up, then interleaved rounds of {policy.per_round} repetition(s) "
+        f"per mode until >= {policy.min_count} and >= {policy.min_seconds:g} s each; "
+        f"{'pinned to two cores' if c.pin_cpu else 'not pinned'}"
+        + ("; static cache + torch.compile (--compiled)" if c.compiled else ""),
     ]
     if bench.bandwidth.value is not None:
         gb_per_s = bench.bandwidth.value / 1e9
         lines.append(f"peak memory bandwidth {gb_per_s:,.0f} GB/s ({bench.bandwidth.source})")
-    lines.append("")
-    rows = [
-        [get(r) for _, get in FIGURE_COLUMNS] for r in bench.results if r.status != "not-runnable"
-    ]
+    return lines
+
+
+def bench_text(bench: BenchResult, *, wide: bool = False) -> str:
+    """The report the CLI prints: context, figures, ratios with intervals, reasons and
+    warnings. Without ``wide`` every table fits :data:`WIDTH` columns."""
+    lines = ["gpuinfer bench", "==============", *_wrap(_context(bench)), ""]
+    columns = WIDE_COLUMNS if wide else FIGURE_COLUMNS
+    rows = [[get(r) for _, get in columns] for r in bench.results if r.status != "not-runnable"]
     if rows:
-        lines += _table([name for name, _ in FIGURE_COLUMNS], rows)
-    compared = [r for r in bench.results if r.ratios]
+        lines += _table([name for name, _ in columns], rows)
+    compared = [r for r in bench.results if r.ratios and not r.reference]
     if compared:
-        lines += ["", f"ratio to {bench.reference} (the reference, measured in this run)"]
-        header = ["mode", "batch", *[name for name, _ in RATIO_COLUMNS]]
-        ratio_rows = [
-            [
-                r.mode,
-                str(r.workload.batch_size),
-                *[_ratio(r.ratios.get(key)) for _, key in RATIO_COLUMNS],
-            ]
-            for r in compared
+        lines += [
+            "",
+            f"ratio to {bench.reference} (the reference, measured in the same rounds; "
+            "95% bootstrap interval over rounds)",
         ]
-        lines += _table(header, ratio_rows)
-    lines += _explanations(bench)
+        ratio_rows = [[get(r) for _, get in RATIO_COLUMNS] for r in compared]
+        lines += _table([name for name, _ in RATIO_COLUMNS], ratio_rows)
+    lines += _wrap(_explanations(bench))
     return "\n".join(lines)
+
+
+def _wrap(lines: list[str]) -> list[str]:
+    """Prose lines folded to :data:`WIDTH` (continuations indented)."""
+    import textwrap
+
+    folded: list[str] = []
+    for line in lines:
+        folded += textwrap.wrap(line, WIDTH, subsequent_indent="  ", break_on_hyphens=False) or [""]
+    return folded
+
+
+def bench_markdown(bench: BenchResult, comparison: list[str] | None = None) -> str:
+    """The same run for a CI job summary ($GITHUB_STEP_SUMMARY): GitHub-flavoured Markdown."""
+    lines = ["## gpuinfer bench", ""]
+    lines += [f"- {line}" for line in _context(bench) if line]
+    lines.append("")
+    header = [
+        "mode", "batch", "status", "decode ms/token", "tok/s", "peak reserved", "MBU",
+        f"decode vs {bench.reference} (95% CI)", "verdict",
+    ]  # fmt: skip
+    lines += ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    for r in bench.results:
+        cells = [
+            f"{r.mode}{' (ref)' if r.reference else ''}",
+            str(r.workload.batch_size),
+            r.status,
+            _num(r.decode_seconds_per_token, 1000),
+            _num(r.decode_tokens_per_second, digits=1),
+            _bytes(r.peak_reserved_bytes),
+            _num(r.mbu, 100, 1, "%"),
+            "-" if r.reference else _interval(r, "decode_seconds_per_token"),
+            _verdict(r) + (" (spread too wide)" if r.spread_too_wide else ""),
+        ]
+        lines.append("| " + " | ".join(c.replace("|", "\\|") for c in cells) + " |")
+    notes = [line for line in _explanations(bench) if line]
+    if notes:
+        lines += ["", *[f"- {line}" for line in notes]]
+    if comparison:
+        lines += ["", "### against the baseline", "", *[f"- {line}" for line in comparison]]
+    return "\n".join(lines) + "\n"
 
 
 def _explanations(bench: BenchResult) -> list[str]:
@@ -129,7 +201,18 @@ def _explanations(bench: BenchResult) -> list[str]:
             "quiet the machine"
         )
     notes = sorted({n for r in bench.results for n in r.notes})
-    lines += [f"note: {n}" for n in notes]
+    lines += [f"note: {n}" for n in [*bench.notes, *notes]]
+    undecided = [
+        r.label
+        for r in bench.results
+        if r.interval("decode_seconds_per_token") is not None
+        and r.intervals["decode_seconds_per_token"].indistinguishable
+    ]
+    if undecided:
+        lines.append(
+            f"indistinguishable from {bench.reference} in decode (interval spans 1): "
+            f"{', '.join(undecided)}"
+        )
     if bench.watch_note:
         lines.append(f"note: {bench.watch_note}")
     if bench.foreign_processes:

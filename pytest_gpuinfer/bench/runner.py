@@ -1,22 +1,23 @@
-"""Run a benchmark: one spawned child per runnable mode, the GPU watched from outside.
+"""Run a benchmark: one spawned process per runnable mode, measured in interleaved rounds.
 
-The parent never imports torch. It probes the machine, measures the reference mode
-first, then each mode the audit judges runnable in its own process, while it samples
-NVML for the child's process memory and for processes that are not ours. Ctrl-C ends
-the child, keeps what was measured, and returns the partial result.
+The parent never imports torch. It probes the machine and starts a process for the
+reference mode and for every mode the audit judges runnable; all stay alive. For each
+workload every mode warms up, then the parent asks them in turn for one round of
+repetitions (A, B, C, A, B, C ...) until each has its count and its seconds, so drift
+falls on every mode alike and each round pairs a mode's figure with the reference's.
+Meanwhile it samples NVML for each child's memory and for processes that are not ours.
+Ctrl-C ends the children, keeps what was measured, and returns the partial result.
 """
 
 from __future__ import annotations
 
-import contextlib
-import multiprocessing
-import os
+import math
 import time
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from typing import Any
 
-from pytest_gpuinfer.bench.config import BenchConfig, ordered_modes
+from pytest_gpuinfer.bench.config import BenchConfig, Repetitions, ordered_modes
 from pytest_gpuinfer.bench.hardware import (
     GpuWatch,
     Reading,
@@ -24,8 +25,9 @@ from pytest_gpuinfer.bench.hardware import (
     memory_bandwidth,
     nvml_session,
 )
-from pytest_gpuinfer.bench.measure import ModelShape, Repetition, WorkloadRun
-from pytest_gpuinfer.bench.progress import Progress
+from pytest_gpuinfer.bench.measure import Repetition, WorkloadRun
+from pytest_gpuinfer.bench.pool import ChildGone, ModeProcess
+from pytest_gpuinfer.bench.progress import Progress, format_eta
 from pytest_gpuinfer.bench.record import (
     SCHEMA,
     SCHEMA_VERSION,
@@ -34,9 +36,8 @@ from pytest_gpuinfer.bench.record import (
     add_ratios,
     build_result,
 )
+from pytest_gpuinfer.probes.memory_workload import Workload
 from pytest_gpuinfer.probes.report import Report
-
-POLL_SECONDS = 0.05
 
 
 @dataclass
@@ -54,6 +55,9 @@ class BenchResult:
     interrupted: bool = False
     started_at: str = ""
     seconds: float = 0.0
+    notes: list[str] = field(default_factory=list)
+    rounds: dict[int, int] = field(default_factory=dict)
+    """Workload index -> interleaved rounds measured."""
 
     @property
     def trusted(self) -> bool:
@@ -74,7 +78,13 @@ class BenchResult:
                 "warmup_runs": self.config.repetitions.warmup,
                 "min_repetitions": self.config.repetitions.min_count,
                 "min_seconds": self.config.repetitions.min_seconds,
+                "repetitions_per_round": self.config.repetitions.per_round,
                 "max_spread": self.config.repetitions.max_spread,
+                "pinned": self.config.pin_cpu,
+                "compiled": self.config.compiled,
+                "interleaved": True,
+                "rounds": [self.rounds.get(i, 0) for i in range(len(self.config.batch_sizes))],
+                "notes": list(self.notes),
                 "device": self.device,
                 "stack": self.stack,
                 "memory_bandwidth_bytes_per_s": self.bandwidth.value,
@@ -133,6 +143,7 @@ def run_bench(
         started_at=datetime.now(timezone.utc).isoformat(timespec="seconds"),
     )
     started = time.perf_counter()
+    children: list[ModeProcess] = []
     with nvml_session() as (nvml, _why):
         handle = device_handle(nvml, gpu.index)[0] if nvml is not None and gpu else None
         result.bandwidth = memory_bandwidth(nvml, handle, _profile_bandwidth(report))
@@ -155,205 +166,289 @@ def run_bench(
                             ModeResult(mode=mode, workload=w, status="not-runnable", reason=reason)
                         )
                     continue
-                _run_child(mode, tag, config, payload, watch, result, progress)
+                child = ModeProcess(mode, tag)
+                children.append(child)
+                progress.phase(f"{tag}: starting a fresh process")
+                child.start(payload, watch)
+                _await_load(child, watch, children, progress)
+            result.notes += same_kernels([c for c in children if c.resolution is not None])
+            for index, workload in enumerate(config.workloads()):
+                _measure_workload(index, workload, config, children, watch, progress, result)
         except KeyboardInterrupt:
             result.interrupted = True
-            progress.phase("interrupted: child process ended, partial results kept")
-            seen = {r.mode for r in result.results}
-            for mode in modes:
-                if mode not in seen:
-                    for w in config.workloads():
-                        result.results.append(
-                            ModeResult(
-                                mode=mode,
-                                workload=w,
-                                status="interrupted",
-                                reason="not measured: the run was interrupted (Ctrl-C)",
-                            )
-                        )
+            for child in children:
+                child.end()
+            progress.phase("interrupted: child processes ended, partial results kept")
+        finally:
+            pids = _pids(children)
+            for child in children:
+                child.stop(watch, pids) if not result.interrupted else child.end()
         result.foreign_processes = [p.to_dict() for p in watch.foreign.values()]
         result.watch_note = watch.note
+    for child in children:
+        _collect(child, config, result, interrupted=result.interrupted)
+    if result.interrupted:
+        seen = {r.mode for r in result.results}
+        for mode in modes:
+            if mode not in seen:
+                for w in config.workloads():
+                    result.results.append(
+                        ModeResult(
+                            mode=mode,
+                            workload=w,
+                            status="interrupted",
+                            reason="not measured: the run was interrupted (Ctrl-C)",
+                        )
+                    )
+    order = {mode: i for i, mode in enumerate(modes)}
+    result.results.sort(key=lambda r: (order.get(r.mode, len(order)), r.workload.batch_size))
     add_ratios(result.results, reference)
     result.seconds = time.perf_counter() - started
     progress.close()
     return result
 
 
-@dataclass
-class _ChildState:
-    load: LoadFigures | None = None
-    shape: ModelShape | None = None
-    runs: dict[int, WorkloadRun] = field(default_factory=dict)
-    partial: dict[int, list[Repetition]] = field(default_factory=dict)
-    device: str = "cpu"
-    failure: tuple[str, str] | None = None
-    done: bool = False
-    peak_process: int | None = None
-    peak_device: int | None = None
+def _pids(children: list[ModeProcess]) -> list[int]:
+    return [c.pid for c in children if c.pid is not None]
 
 
-def _run_child(
-    mode: str,
-    tag: str,
-    config: BenchConfig,
-    payload: dict[str, Any],
-    watch: GpuWatch,
-    result: BenchResult,
-    progress: Progress,
+def _await_load(
+    child: ModeProcess, watch: GpuWatch, children: list[ModeProcess], progress: Progress
 ) -> None:
-    from pytest_gpuinfer.bench import worker
-
-    context = multiprocessing.get_context("spawn")
-    receiver, sender = context.Pipe(duplex=False)
-    process = context.Process(
-        target=worker.main, args=(sender, {**payload, "mode": mode}), name=f"gpuinfer-bench-{mode}"
-    )
-    state = _ChildState()
-    progress.phase(f"{tag}: starting a fresh process")
-    process.start()
-    sender.close()
-    watch.own_pids.add(os.getpid())
-    try:
-        _follow(process, receiver, state, watch, tag, config, progress)
-    except KeyboardInterrupt:
-        _end(process)
-        _collect(mode, config, state, result, process.pid, interrupted=True)
-        raise
-    finally:
-        receiver.close()
-    process.join(timeout=30)
-    if process.is_alive():
-        _end(process)
-    if state.failure is None and not state.done:
-        code = process.exitcode
-        detail = f"exit code {code}" + (" (killed: out of host memory?)" if code == -9 else "")
-        state.failure = ("failed", f"the child process died ({detail})")
-    _collect(mode, config, state, result, process.pid, interrupted=False)
-
-
-def _follow(
-    process: Any,
-    receiver: Any,
-    state: _ChildState,
-    watch: GpuWatch,
-    tag: str,
-    config: BenchConfig,
-    progress: Progress,
-) -> None:
+    """Follow the child until it has loaded its mode (or failed to)."""
     while True:
-        used, device = watch.sample([process.pid] if process.pid else [])
-        if used is not None:
-            state.peak_process = max(state.peak_process or 0, used)
-        if device is not None:
-            state.peak_device = max(state.peak_device or 0, device)
-        if not receiver.poll(POLL_SECONDS):
-            if not process.is_alive() and not receiver.poll(0):
-                return
-            continue
         try:
-            message = receiver.recv()
-        except EOFError:
+            message = child.receive(watch, _pids(children))
+        except ChildGone as gone:
+            child.failure = ("failed", str(gone))
+            progress.phase(f"{child.tag}: failed: {gone}")
             return
         kind = message[0]
         if kind == "phase":
-            progress.phase(f"{tag}: {message[1]}")
+            progress.phase(f"{child.tag}: {message[1]}")
         elif kind == "load":
-            state.load = LoadFigures(**message[1])
-            state.shape = ModelShape(**message[2])
-            state.device = message[3]
-            progress.phase(f"{tag}: loaded in {state.load.seconds:.2f} s ({state.load.applied})")
-        elif kind == "rep":
-            _, index, rep, count, elapsed = message
-            state.partial.setdefault(index, []).append(Repetition(**rep))
-            steps = config.new_tokens - 1
-            text = (
-                f"{tag} b{config.batch_sizes[index]}: repetition {count}, {elapsed:.1f} s, "
-                f"decode {rep['decode_s'] / steps * 1000:.2f} ms/token"
-            )
-            if count == 1:
-                policy = config.repetitions
-                progress.phase(
-                    f"{text} (repeating until >= {policy.min_count} and >= "
-                    f"{policy.min_seconds:g} s)"
-                )
-            else:
-                progress.tick(text)
-        elif kind == "workload":
-            run = WorkloadRun.from_dict(message[2])
-            state.runs[message[1]] = run
-            per_token = [r.decode_s / (config.new_tokens - 1) for r in run.repetitions]
-            median = sorted(per_token)[len(per_token) // 2] * 1000 if per_token else float("nan")
+            child.load = LoadFigures(**message[1])
+            child.footprint = message[2]
+            child.device = message[3]
+            child.resolution = message[4]
             progress.phase(
-                f"{tag} b{run.workload.batch_size}: {run.status}, {len(run.repetitions)} "
-                f"repetitions in {run.seconds:.1f} s, decode {median:.2f} ms/token"
+                f"{child.tag}: loaded in {child.load.seconds:.2f} s ({child.load.applied})"
             )
+            return
         elif kind == "failed":
-            state.failure = (message[1], message[2])
-            progress.phase(f"{tag}: {message[1]}: {message[2]}")
-        elif kind == "done":
-            state.done = True
+            child.failure = (message[1], message[2])
+            progress.phase(f"{child.tag}: {message[1]}: {message[2]}")
+            child.end()
+            return
 
 
-def _end(process: Any) -> None:
-    """Terminate the child, then kill it if it does not go."""
-    with contextlib.suppress(Exception):
-        process.terminate()
-        process.join(timeout=5)
-        if process.is_alive():
-            process.kill()
-            process.join(timeout=5)
+def same_kernels(children: list[ModeProcess]) -> list[str]:
+    """A note for each group of modes that resolved to the same attention, dtype,
+    quantizer and linear layers: the same kernels, so any difference is noise."""
+    groups: dict[str, list[str]] = {}
+    described: dict[str, str] = {}
+    for child in children:
+        assert child.resolution is not None
+        r = child.resolution
+        key = repr(sorted(r.items()))
+        groups.setdefault(key, []).append(child.mode)
+        described[key] = (
+            f"attention {r.get('attention')}, {r.get('dtype')}, "
+            f"{'quantizer ' + str(r['quantizer']) if r.get('quantizer') else 'no quantizer'}, "
+            f"{'/'.join(r.get('linear_classes') or []) or 'no linear layers'}"
+        )
+    return [
+        f"{' and '.join(modes)} resolve to the same kernels here ({described[key]}): "
+        "expect them indistinguishable"
+        for key, modes in groups.items()
+        if len(modes) > 1
+    ]
 
 
-def _collect(
-    mode: str,
+def _ask(
+    child: ModeProcess, watch: GpuWatch, children: list[ModeProcess], *command: Any
+) -> tuple[Any, ...] | None:
+    """Send ``command``; the answer, or None when the child failed (recorded on it)."""
+    try:
+        child.send(*command)
+        while True:
+            message = child.receive(watch, _pids(children))
+            if message[0] != "phase":
+                break
+    except ChildGone as gone:
+        child.failure = ("failed", str(gone))
+        return None
+    if message[0] == "failed":
+        child.failure = (message[1], message[2])
+        child.end()
+        return None
+    return message
+
+
+def _measure_workload(
+    index: int,
+    workload: Workload,
     config: BenchConfig,
-    state: _ChildState,
+    children: list[ModeProcess],
+    watch: GpuWatch,
+    progress: Progress,
     result: BenchResult,
-    pid: int | None,
-    *,
-    interrupted: bool,
 ) -> None:
-    for index, workload in enumerate(config.workloads()):
-        run = state.runs.get(index)
-        if run is None and index in state.partial:
-            run = WorkloadRun(
-                workload=workload,
-                device=state.device,
-                repetitions=state.partial[index],
-                status="interrupted" if interrupted else "failed",
-                reason="interrupted (Ctrl-C) while measuring"
-                if interrupted
-                else (state.failure[1] if state.failure else "the child stopped"),
-            )
-        if run is None:
-            status, reason = _missing(state, interrupted)
-            record = ModeResult(mode=mode, workload=workload, status=status, reason=reason)
-            if state.load is not None:
-                record.applied = state.load.applied
-                record.load_seconds = state.load.seconds
-                record.weights_bytes = state.load.weights_bytes
-            record.process_id = pid
-            result.results.append(record)
+    policy = config.repetitions
+    label = f"b{workload.batch_size}"
+    active: list[ModeProcess] = []
+    for child in children:
+        if not child.alive:
             continue
-        result.results.append(
-            build_result(
-                mode,
-                run,
-                state.load,
-                state.shape,
-                bandwidth_bytes_per_s=result.bandwidth.value,
-                bandwidth_reason=result.bandwidth.reason,
-                max_spread=config.repetitions.max_spread,
-                peak_process_bytes=state.peak_process,
-                peak_device_bytes=state.peak_device,
-                process_id=pid,
+        progress.phase(f"{child.tag} {label}: warm-up")
+        answer = _ask(child, watch, children, "warmup", index)
+        if answer is None:
+            continue
+        if answer[0] == "oom":
+            _oom(child, index, answer, progress)
+            continue
+        child.warm[index] = (answer[2], answer[3])
+        if config.compiled and answer[3] is not None:
+            state = "compiled" if answer[3].get("decode_step_compiled") else answer[3]["reason"]
+            progress.phase(f"{child.tag} {label}: first call {answer[2]:.1f} s ({state})")
+        active.append(child)
+    rounds = 0
+    round_seconds: list[float] = []
+    while active:
+        round_started = time.perf_counter()
+        for child in list(active):
+            answer = _ask(child, watch, children, "round", index, rounds, policy.per_round)
+            if answer is None:
+                active.remove(child)
+                continue
+            if answer[0] == "oom":
+                _oom(child, index, answer, progress)
+                active.remove(child)
+                continue
+            child.partial.setdefault(index, []).extend(Repetition(**r) for r in answer[2])
+        rounds += 1
+        result.rounds[index] = rounds
+        round_seconds.append(time.perf_counter() - round_started)
+        needed = _rounds_needed(active, index, policy, config.new_tokens)
+        eta = _eta(round_seconds, rounds, needed, index, len(config.batch_sizes))
+        text = f"{label} round {rounds}: " + ", ".join(
+            f"{c.mode} {_last_ms(c, index, config.new_tokens)}" for c in active
+        )
+        if rounds == 1:
+            progress.phase(
+                f"{text} (repetition 1 of each; rounds until >= {policy.min_count} "
+                f"repetitions and >= {policy.min_seconds:g} s per mode)",
+                eta=eta,
             )
+        else:
+            progress.tick(text, eta=eta)
+        if rounds >= needed:
+            break
+    for child in active:
+        answer = _ask(child, watch, children, "finish", index)
+        if answer is None:
+            continue
+        if answer[0] == "oom":
+            _oom(child, index, answer, progress)
+            continue
+        run = WorkloadRun.from_dict(answer[2])
+        child.runs[index] = run
+        progress.phase(
+            f"{child.tag} {label}: {run.status}, {len(run.repetitions)} repetitions "
+            f"in {run.seconds:.1f} s, decode {_median_ms(run.repetitions, config.new_tokens)}"
         )
 
 
-def _missing(state: _ChildState, interrupted: bool) -> tuple[str, str]:
+def _oom(child: ModeProcess, index: int, answer: tuple[Any, ...], progress: Progress) -> None:
+    child.runs[index] = WorkloadRun.from_dict(answer[3])
+    progress.phase(f"{child.tag}: oom: {answer[2]}")
+
+
+def _rounds_needed(
+    active: list[ModeProcess], index: int, policy: Repetitions, new_tokens: int
+) -> int:
+    """Rounds until every active mode has its count and its seconds (generate() time)."""
+    needed = math.ceil(policy.min_count / policy.per_round)
+    for child in active:
+        reps = child.partial.get(index, [])
+        if not reps:
+            continue
+        mean = sum(r.generate_s for r in reps) / len(reps)
+        if mean > 0:
+            needed = max(needed, math.ceil(policy.min_seconds / mean / policy.per_round))
+    return needed
+
+
+def _eta(
+    round_seconds: list[float], rounds: int, needed: int, index: int, workloads: int
+) -> str | None:
+    if not round_seconds:
+        return None
+    per_round = sum(round_seconds) / len(round_seconds)
+    remaining = max(needed - rounds, 0) * per_round
+    # Later workloads: as long as this one (a batch's cost is not known before it runs).
+    remaining += (workloads - index - 1) * needed * per_round
+    return format_eta(remaining)
+
+
+def _last_ms(child: ModeProcess, index: int, new_tokens: int) -> str:
+    reps = child.partial.get(index) or []
+    if not reps:
+        return "-"
+    return f"{reps[-1].decode_s / (new_tokens - 1) * 1000:.2f} ms/token"
+
+
+def _median_ms(reps: list[Repetition], new_tokens: int) -> str:
+    per_token = sorted(r.decode_s / (new_tokens - 1) for r in reps)
+    if not per_token:
+        return "-"
+    return f"{per_token[len(per_token) // 2] * 1000:.2f} ms/token"
+
+
+def _collect(
+    child: ModeProcess, config: BenchConfig, result: BenchResult, *, interrupted: bool
+) -> None:
+    for index, workload in enumerate(config.workloads()):
+        run = child.runs.get(index)
+        if run is None and index in child.partial:
+            status = "interrupted" if interrupted else "failed"
+            why = child.failure[1] if child.failure else "the child stopped"
+            run = WorkloadRun(
+                workload=workload,
+                device=child.device,
+                repetitions=child.partial[index],
+                status=status,
+                reason="interrupted (Ctrl-C) while measuring" if interrupted else why,
+            )
+        if run is None:
+            status, reason = _missing(child, interrupted)
+            record = ModeResult(mode=child.mode, workload=workload, status=status, reason=reason)
+            if child.load is not None:
+                record.applied = child.load.applied
+                record.load_seconds = child.load.seconds
+                record.weights_bytes = child.load.weights_bytes
+            record.process_id = child.pid
+            result.results.append(record)
+            continue
+        record = build_result(
+            child.mode,
+            run,
+            child.load,
+            child.footprint,
+            bandwidth_bytes_per_s=result.bandwidth.value,
+            bandwidth_reason=result.bandwidth.reason,
+            max_spread=config.repetitions.max_spread,
+            peak_process_bytes=child.peak_process,
+            peak_device_bytes=child.peak_device,
+            process_id=child.pid,
+        )
+        record.resolution = child.resolution
+        result.results.append(record)
+
+
+def _missing(child: ModeProcess, interrupted: bool) -> tuple[str, str]:
     if interrupted:
         return "interrupted", "interrupted (Ctrl-C) before this workload was measured"
-    if state.failure is not None:
-        return state.failure
+    if child.failure is not None:
+        return child.failure
     return "failed", "the child process ended before measuring this workload"

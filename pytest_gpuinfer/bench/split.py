@@ -5,7 +5,7 @@ from __future__ import annotations
 import time
 from typing import Any
 
-from pytest_gpuinfer.bench.config import Workload
+from pytest_gpuinfer.probes.memory_workload import Workload
 
 
 def gpu_busy_split(

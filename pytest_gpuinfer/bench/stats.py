@@ -92,3 +92,83 @@ class Spread:
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
+
+
+BOOTSTRAP_RESAMPLES = 2000
+CONFIDENCE = 0.95
+BOOTSTRAP_SEED = 0
+"""Seeded: the same rounds give the same interval on every run and machine."""
+
+
+@dataclass(frozen=True)
+class RatioInterval:
+    """A ratio of medians (this mode / the reference) with its bootstrap interval.
+
+    Rounds are resampled in pairs (both modes' values of one round together), so drift
+    that moved both modes in a round cancels in the ratio instead of widening it.
+    """
+
+    ratio: float
+    low: float
+    high: float
+    confidence: float
+    rounds: int
+
+    @property
+    def indistinguishable(self) -> bool:
+        """The interval spans 1: these rounds cannot tell the two modes apart."""
+        return self.low <= 1.0 <= self.high
+
+    @property
+    def verdict(self) -> str:
+        if self.indistinguishable:
+            return "indistinguishable"
+        return "higher" if self.low > 1.0 else "lower"
+
+    def to_dict(self) -> dict[str, Any]:
+        return {**asdict(self), "verdict": self.verdict}
+
+
+def bootstrap_ratio(
+    candidate: Sequence[float],
+    reference: Sequence[float],
+    *,
+    resamples: int = BOOTSTRAP_RESAMPLES,
+    confidence: float = CONFIDENCE,
+    seed: int = BOOTSTRAP_SEED,
+) -> RatioInterval | None:
+    """median(candidate) / median(reference) and its percentile bootstrap interval over
+    paired rounds (``candidate[i]`` and ``reference[i]`` measured in round i); None with
+    fewer than two rounds or a zero reference."""
+    import random
+
+    pairs = [(float(c), float(r)) for c, r in zip(candidate, reference, strict=False)]
+    if len(pairs) < 2:
+        return None
+    ratio = _ratio_of_medians(pairs)
+    if ratio is None:
+        return None
+    generator = random.Random(seed)
+    draws: list[float] = []
+    for _ in range(resamples):
+        sample = [pairs[generator.randrange(len(pairs))] for _ in pairs]
+        value = _ratio_of_medians(sample)
+        if value is not None:
+            draws.append(value)
+    if not draws:
+        return None
+    tail = (1 - confidence) / 2 * 100
+    return RatioInterval(
+        ratio=ratio,
+        low=percentile(draws, tail),
+        high=percentile(draws, 100 - tail),
+        confidence=confidence,
+        rounds=len(pairs),
+    )
+
+
+def _ratio_of_medians(pairs: Sequence[tuple[float, float]]) -> float | None:
+    reference = statistics.median(r for _, r in pairs)
+    if not reference:
+        return None
+    return statistics.median(c for c, _ in pairs) / reference

@@ -1,0 +1,270 @@
+"""gpuinfer bench's decision figures without a model: the interleaving order, the paired
+bootstrap interval, the baseline comparison, the Markdown summary, the ETA and the
+compile recipe. The measuring processes are replaced at the pipe (what they answer)."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import pytest
+
+from pytest_gpuinfer.bench import runner
+from pytest_gpuinfer.bench.compare import compare, load_baseline, parse_figures
+from pytest_gpuinfer.bench.config import BenchConfig, Repetitions, bench_workload
+from pytest_gpuinfer.bench.hardware import GpuWatch
+from pytest_gpuinfer.bench.measure import Repetition, WorkloadRun
+from pytest_gpuinfer.bench.pool import ModeProcess
+from pytest_gpuinfer.bench.progress import Progress, format_eta
+from pytest_gpuinfer.bench.record import ModeResult, add_ratios, build_result
+from pytest_gpuinfer.bench.render import WIDTH, bench_markdown, bench_text
+from pytest_gpuinfer.bench.stats import bootstrap_ratio
+from pytest_gpuinfer.probes.errors import InputError
+
+# -- interleaving ---------------------------------------------------------------------------
+
+
+class _FakeChild(ModeProcess):
+    """Answers like a measuring process, instantly, and logs what it was asked."""
+
+    def __init__(self, mode: str, log: list[tuple[str, ...]], decode_s: float) -> None:
+        super().__init__(mode, f"[-] {mode}")
+        self.log = log
+        self.decode_s = decode_s
+        self.reps: list[Repetition] = []
+
+    @property
+    def alive(self) -> bool:
+        return self.failure is None
+
+
+def _answer(child: _FakeChild, *command: Any) -> tuple[Any, ...]:
+    child.log.append((child.mode, str(command[0]), *map(str, command[1:3])))
+    kind = command[0]
+    if kind == "warmup":
+        return ("warm", command[1], 0.1, None)
+    if kind == "round":
+        reps = [
+            Repetition(0.01, child.decode_s, 0.01 + child.decode_s, [child.decode_s / 3] * 3)
+            for _ in range(int(command[3]))
+        ]
+        for rep in reps:
+            rep.round = int(command[2])
+        child.reps += reps
+        return ("round", command[1], [rep.__dict__ for rep in reps])
+    run = WorkloadRun(bench_workload(1, 8, 4), "cpu", repetitions=child.reps)
+    return ("workload", command[1], run.to_dict())
+
+
+def test_modes_are_asked_in_rounds_a_b_c_a_b_c(monkeypatch: pytest.MonkeyPatch) -> None:
+    log: list[tuple[str, ...]] = []
+    children: list[ModeProcess] = [
+        _FakeChild(m, log, d) for m, d in (("fp32", 0.03), ("bf16", 0.06), ("fp16", 0.03))
+    ]
+    monkeypatch.setattr(runner, "_ask", lambda child, watch, all_, *cmd: _answer(child, *cmd))
+    config = BenchConfig(model="m", prompt_len=8, new_tokens=4, repetitions=Repetitions(0, 3, 0.0))
+    result = runner.BenchResult(config=config, reference="fp32")
+    runner._measure_workload(
+        0, config.workloads()[0], config, children, GpuWatch(None, None), Progress(enabled=False),
+        result,
+    )  # fmt: skip
+    asked = [
+        (mode, kind, rnd) for mode, kind, *rest in log for rnd in [rest[1] if rest[1:] else ""]
+    ]
+    assert asked == [
+        ("fp32", "warmup", ""), ("bf16", "warmup", ""), ("fp16", "warmup", ""),
+        ("fp32", "round", "0"), ("bf16", "round", "0"), ("fp16", "round", "0"),
+        ("fp32", "round", "1"), ("bf16", "round", "1"), ("fp16", "round", "1"),
+        ("fp32", "round", "2"), ("bf16", "round", "2"), ("fp16", "round", "2"),
+        ("fp32", "finish", ""), ("bf16", "finish", ""), ("fp16", "finish", ""),
+    ]  # fmt: skip
+    assert result.rounds == {0: 3}
+    assert [r.round for r in children[1].runs[0].repetitions] == [0, 1, 2]
+
+
+def test_the_seconds_floor_adds_rounds() -> None:
+    child = ModeProcess("fp32", "t")
+    child.partial[0] = [Repetition(0.0, 0.2, 0.25, []) for _ in range(2)]
+    # 3 repetitions asked, but 1 s at 0.25 s per call needs 4 rounds.
+    assert runner._rounds_needed([child], 0, Repetitions(0, 3, 1.0), 4) == 4
+    assert runner._rounds_needed([child], 0, Repetitions(0, 3, 1.0, per_round=2), 4) == 2
+
+
+def test_modes_that_resolve_alike_are_named() -> None:
+    same = {"attention": "sdpa", "dtype": "torch.float16", "quantizer": None,
+            "linear_classes": ["Linear"], "model_class": "LlamaForCausalLM"}  # fmt: skip
+    children = []
+    for mode, resolution in (
+        ("fp16", same),
+        ("fastpath", same),
+        ("int8", {**same, "quantizer": "Bnb8BitHfQuantizer"}),
+    ):
+        child = ModeProcess(mode, mode)
+        child.resolution = resolution
+        children.append(child)
+    (note,) = runner.same_kernels(children)
+    assert note.startswith("fp16 and fastpath resolve to the same kernels here (attention sdpa")
+    assert "int8" not in note
+
+
+# -- the interval -------------------------------------------------------------------------
+
+
+def test_a_constant_ratio_has_a_point_interval() -> None:
+    reference = [10.0, 11.0, 9.0, 10.5, 9.5]
+    interval = bootstrap_ratio([2 * r for r in reference], reference)
+    assert interval is not None
+    assert (interval.ratio, interval.low, interval.high) == (2.0, 2.0, 2.0)
+    assert interval.verdict == "higher" and not interval.indistinguishable
+
+
+def test_known_samples_give_a_known_interval_spanning_one() -> None:
+    reference = [1.0, 1.0, 1.0, 1.0]
+    candidate = [0.9, 1.1, 0.95, 1.05]
+    interval = bootstrap_ratio(candidate, reference, resamples=4000, seed=0)
+    assert interval is not None
+    assert interval.ratio == pytest.approx(1.0)
+    # Medians of 4 resampled values from {0.9, 0.95, 1.05, 1.1}: 0.9 at the bottom, 1.1 at
+    # the top, with 2.5 % of draws beyond 0.925 / 1.075 either side.
+    assert 0.9 <= interval.low < 1.0 < interval.high <= 1.1
+    assert interval.indistinguishable and interval.verdict == "indistinguishable"
+    assert interval.rounds == 4
+    # Seeded: the same rounds, the same interval.
+    assert bootstrap_ratio(candidate, reference, resamples=4000, seed=0) == interval
+
+
+def test_drift_shared_by_both_modes_cancels_in_paired_rounds() -> None:
+    drift = [1.0, 1.3, 0.8, 1.5, 1.1, 0.9]  # the machine got slower and faster
+    reference = [10.0 * d for d in drift]
+    candidate = [11.0 * d for d in drift]  # always 10 % slower in the same round
+    interval = bootstrap_ratio(candidate, reference)
+    assert interval is not None
+    assert interval.low == pytest.approx(1.1) and interval.high == pytest.approx(1.1)
+
+
+def test_too_few_rounds_give_no_interval() -> None:
+    assert bootstrap_ratio([1.0], [1.0]) is None
+    assert bootstrap_ratio([1.0, 2.0], [0.0, 0.0]) is None
+
+
+def _result(mode: str, per_token: list[float], reference: bool = False) -> ModeResult:
+    w = bench_workload(1, 8, 5)
+    reps = [
+        Repetition(0.01, d * 4, 0.01 + d * 4, [d] * 4, round=i) for i, d in enumerate(per_token)
+    ]
+    run = WorkloadRun(w, "cpu", repetitions=reps, seconds=1.0)
+    return build_result(mode, run, None, None, bandwidth_bytes_per_s=None,
+                        bandwidth_reason="no GPU", max_spread=0.05)  # fmt: skip
+
+
+def test_ratios_carry_intervals_over_the_rounds_both_measured() -> None:
+    results = [_result("fp16", [0.010, 0.012, 0.011]), _result("int8", [0.030, 0.036])]
+    add_ratios(results, "fp16")
+    interval = results[1].interval("decode_seconds_per_token")
+    assert interval is not None and interval.rounds == 2
+    assert interval.ratio == pytest.approx(3.0) and interval.verdict == "higher"
+    assert results[0].interval("decode_seconds_per_token") is None  # the reference
+    data = results[1].to_dict()["intervals"]["decode_seconds_per_token"]
+    assert data["verdict"] == "higher" and data["confidence"] == 0.95
+
+
+# -- baseline, Markdown, ETA ----------------------------------------------------------------
+
+
+def _bench(results: list[ModeResult]) -> runner.BenchResult:
+    config = BenchConfig(model="m", modes=("fp16", "int8"), prompt_len=8, new_tokens=5)
+    bench = runner.BenchResult(config=config, reference="fp16", results=results)
+    add_ratios(bench.results, "fp16")
+    return bench
+
+
+def test_a_doctored_baseline_is_a_regression_and_an_honest_one_is_not() -> None:
+    now = _bench([_result("fp16", [0.010] * 3), _result("int8", [0.030] * 3)]).to_dict()
+    same = json.loads(json.dumps(now))
+    changes, unmatched = compare(now, same)
+    assert changes and not any(c.regressed for c in changes) and not unmatched
+    doctored = json.loads(json.dumps(now))
+    doctored["results"][1]["figures"]["decode_seconds_per_token"] = 0.020  # int8 was faster
+    changes, _ = compare(now, doctored, threshold=0.10, figures=("decode_seconds_per_token",))
+    (regressed,) = [c for c in changes if c.regressed]
+    assert regressed.mode == "int8" and regressed.ratio == pytest.approx(1.5)
+    assert "REGRESSION" in regressed.line()
+    # Within the threshold: not a regression.
+    doctored["results"][1]["figures"]["decode_seconds_per_token"] = 0.028
+    changes, _ = compare(now, doctored, threshold=0.10, figures=("decode_seconds_per_token",))
+    assert not any(c.regressed for c in changes)
+    # A rate falling is a regression too.
+    doctored["results"][1]["figures"]["decode_tokens_per_second"] = 1000.0
+    changes, _ = compare(now, doctored, figures=("decode_tokens_per_second",))
+    assert [c.mode for c in changes if c.regressed] == ["int8"]
+
+
+def test_bad_baselines_are_one_line_errors(tmp_path: Any) -> None:
+    (tmp_path / "x.json").write_text("{}", encoding="utf-8")
+    (tmp_path / "y.json").write_text("nope", encoding="utf-8")
+    with pytest.raises(InputError, match="expected a `gpuinfer bench --output` record"):
+        load_baseline(tmp_path / "x.json")
+    with pytest.raises(InputError, match="not JSON"):
+        load_baseline(tmp_path / "y.json")
+    with pytest.raises(InputError, match="No such file"):
+        load_baseline(tmp_path / "z.json")
+    with pytest.raises(InputError, match="figure 'speed' in --compare-figures"):
+        parse_figures("speed")
+
+
+def test_markdown_summary_and_the_table_width() -> None:
+    fp16, int8 = _result("fp16", [0.010, 0.011, 0.012]), _result("int8", [0.030, 0.0305, 0.031])
+    bench = _bench([fp16, int8])
+    markdown = bench_markdown(bench, ["against the baseline b.json (threshold 10%): no regression"])
+    lines = markdown.splitlines()
+    assert lines[0] == "## gpuinfer bench"
+    header = next(i for i, line in enumerate(lines) if line.startswith("| mode |"))
+    assert lines[header + 1] == "|" + "---|" * 9
+    assert lines[header + 2].startswith("| fp16 (ref) | 1 | measured | 11.00 |")
+    assert "| int8 | 1 | measured | 30.50 |" in lines[header + 3]
+    assert "x [" in lines[header + 3] and lines[header + 3].endswith("| slower |")
+    assert "### against the baseline" in markdown
+    text = bench_text(bench)
+    assert max(map(len, text.splitlines())) <= WIDTH
+    assert "slower" in text
+
+
+@pytest.mark.parametrize(
+    ("seconds", "shown"), [(0.4, "0s"), (12, "12s"), (75, "1m15s"), (3700, "1h01m")]
+)
+def test_eta_reads_like_a_clock(seconds: float, shown: str) -> None:
+    assert format_eta(seconds) == shown
+
+
+def test_eta_counts_the_rounds_left_and_the_workloads_after() -> None:
+    # 2 of 5 rounds done at 2 s each, one more workload of 5 rounds: 6 s + 10 s.
+    assert runner._eta([2.0, 2.0], 2, 5, 0, 2) == "16s"
+    assert runner._eta([], 0, 5, 0, 1) is None
+
+
+def test_progress_line_shows_the_eta() -> None:
+    import io
+
+    stream = io.StringIO()
+    Progress(stream, enabled=True).phase("b1 round 1: fp16 13.3 ms/token", eta="1m05s")
+    assert stream.getvalue().rstrip().endswith("b1 round 1: fp16 13.3 ms/token  [ETA 1m05s]")
+
+
+# -- the compile recipe ---------------------------------------------------------------------
+
+
+def test_compiled_generate_uses_transformers_own_compile_path() -> None:
+    pytest.importorskip("transformers")
+    from transformers import CompileConfig
+
+    from pytest_gpuinfer.bench.measure import compiled_kwargs, generate_kwargs
+
+    class Model:
+        generation_config = None
+
+    kwargs = generate_kwargs(Model(), bench_workload(1, 8, 4), compiled=True)
+    assert kwargs["cache_implementation"] == "static"
+    assert isinstance(kwargs["compile_config"], CompileConfig)
+    assert kwargs["compile_config"].mode == "reduce-overhead"  # CUDA graphs
+    assert "cache_implementation" not in generate_kwargs(Model(), bench_workload(1, 8, 4))
+    assert set(compiled_kwargs()) == {"cache_implementation", "compile_config"}
