@@ -220,7 +220,7 @@ def test_fixtures_module_imports_no_torch() -> None:
     import sys
 
     code = (
-        "import sys, pytest_gpuinfer.fixtures, pytest_gpuinfer.loading;"
+        "import sys, pytest_gpuinfer.plugin.fixtures, pytest_gpuinfer.loading;"
         "print(sorted(m for m in ('torch', 'transformers', 'bitsandbytes') if m in sys.modules))"
     )
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)

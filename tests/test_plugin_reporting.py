@@ -12,13 +12,13 @@ from typing import Any
 import pytest
 from fakes import nvml_specs
 
-from pytest_gpuinfer.probes.report import MODES, DriverInfo, Report, SoftwareStack, Status, Verdict
-from pytest_gpuinfer.reporting import (
+from pytest_gpuinfer.plugin.reporting import (
     Recorder,
     header_lines,
     summary_lines,
     write_json_atomically,
 )
+from pytest_gpuinfer.probes.report import MODES, DriverInfo, Report, SoftwareStack, Status, Verdict
 
 pytest_plugins = ["pytester"]
 

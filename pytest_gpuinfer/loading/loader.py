@@ -14,15 +14,15 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from pytest_gpuinfer import gpu_memory
-from pytest_gpuinfer.load_plan import (
+from pytest_gpuinfer.loading import gpu_memory
+from pytest_gpuinfer.loading.plan import (
     check_attention,
     dtype_keyword,
     model_class_for,
     plan_load,
     sdpa_plan,
 )
-from pytest_gpuinfer.load_request import (
+from pytest_gpuinfer.loading.request import (
     DEFAULT_DEVICE_MAP,
     INT8_OPTIONS,
     NF4_OPTIONS,

@@ -141,7 +141,7 @@ def _gpu_summary(gpus: Sequence[Mapping[str, Any]]) -> str:
 
 
 def _test_run(path: Path, data: Mapping[str, Any], name: str | None) -> TestRun:
-    from pytest_gpuinfer.reporting import REPORT_SCHEMA_VERSION
+    from pytest_gpuinfer.plugin.reporting import REPORT_SCHEMA_VERSION
 
     version = data.get("schema_version")
     if version != REPORT_SCHEMA_VERSION or not isinstance(data.get("machine"), Mapping):

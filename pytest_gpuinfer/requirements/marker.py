@@ -1,7 +1,7 @@
 """What a ``@pytest.mark.gpuinfer(...)`` mark asks for: parsing and validating its keywords.
 
 Parsing validates every keyword and value (``RequirementError`` names the bad one);
-:mod:`pytest_gpuinfer.requirements_check` judges the result against a report. Nothing
+:mod:`pytest_gpuinfer.requirements.check` judges the result against a report. Nothing
 here imports pytest hooks.
 """
 

@@ -41,7 +41,7 @@ def modes_line(report: Report) -> str:
 
 def header_lines(report: Report, *, strict: bool, worker_note: str | None = None) -> list[str]:
     """The session header: GPUs with compute capability and free memory, stack, verdicts."""
-    from pytest_gpuinfer.requirements_check import usable_gpus
+    from pytest_gpuinfer.requirements.check import usable_gpus
 
     gpus = usable_gpus(report)
     if report.simulated:
@@ -210,7 +210,7 @@ def machine_identity(report: Report, name: str | None = None) -> dict[str, Any]:
     """
     import socket
 
-    from pytest_gpuinfer.requirements_check import usable_gpus
+    from pytest_gpuinfer.requirements.check import usable_gpus
 
     hostname = socket.gethostname()
     if name is None:
@@ -262,7 +262,7 @@ def json_report(
 
 def hardware_properties(report: Report) -> list[tuple[str, str]]:
     """Flat name/value pairs describing the hardware (JUnit properties, benchmark info)."""
-    from pytest_gpuinfer.requirements_check import usable_gpus
+    from pytest_gpuinfer.requirements.check import usable_gpus
 
     gpus = usable_gpus(report)
     props: list[tuple[str, str]] = []
@@ -282,7 +282,7 @@ def hardware_properties(report: Report) -> list[tuple[str, str]]:
 
 def machine_info(report: Report) -> dict[str, Any]:
     """pytest-benchmark's machine_info entry."""
-    from pytest_gpuinfer.requirements_check import usable_gpus
+    from pytest_gpuinfer.requirements.check import usable_gpus
 
     return {
         "profile": report.profile,

@@ -12,7 +12,7 @@ from typing import Any
 
 from pytest_gpuinfer.probes.errors import InputError
 from pytest_gpuinfer.probes.report import GPUInfo, Report, Status
-from pytest_gpuinfer.requirements import DEFAULT_WORKLOAD_MODE, Requirements
+from pytest_gpuinfer.requirements.marker import DEFAULT_WORKLOAD_MODE, Requirements
 
 
 def usable_gpus(report: Report) -> list[GPUInfo]:

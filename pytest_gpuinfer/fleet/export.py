@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from pytest_gpuinfer.requirements import Requirements, parse
+from pytest_gpuinfer.requirements.marker import Requirements, parse
 
 EXPORT_SCHEMA = "pytest-gpuinfer/requirements"
 EXPORT_SCHEMA_VERSION = "1"

@@ -40,7 +40,7 @@ def _strict(settings: object) -> bool:
 
 def _unavailable(error: loading.ModeUnavailable, report: Report, settings: object) -> NoReturn:
     __tracebackhide__ = True
-    from pytest_gpuinfer import gating
+    from pytest_gpuinfer.plugin import gating
 
     verdict = report.verdicts.get(error.mode)
     if report.simulated and report.profile is not None and verdict is not None and verdict.ok:
@@ -55,7 +55,7 @@ def _declared_workload(
     """The marker's ``workload=`` sizes when it names the model being loaded."""
     from pathlib import Path
 
-    from pytest_gpuinfer.requirements import RequirementError, parse
+    from pytest_gpuinfer.requirements.marker import RequirementError, parse
 
     try:
         workload = parse([(m.args, m.kwargs) for m in node.iter_markers("gpuinfer")]).workload
@@ -127,7 +127,7 @@ def load_model(
             assert cache.report is not None
             _unavailable(error, cache.report, gpuinfer_settings)
         except loading.WorkloadDoesNotFit as error:
-            from pytest_gpuinfer import gating
+            from pytest_gpuinfer.plugin import gating
 
             gating.unmet(str(error), strict=_strict(gpuinfer_settings))
         except loading.ModelLoadOOM as error:

@@ -14,13 +14,13 @@ from typing import TYPE_CHECKING, Any
 
 import pytest
 
-from pytest_gpuinfer import options
+from pytest_gpuinfer.plugin import options
 
 if TYPE_CHECKING:
+    from pytest_gpuinfer.plugin.sharing import SharingPlan
+    from pytest_gpuinfer.plugin.xdist_support import Assignment, SharingGuard
     from pytest_gpuinfer.probes.report import Report
-    from pytest_gpuinfer.requirements import Requirements
-    from pytest_gpuinfer.sharing import SharingPlan
-    from pytest_gpuinfer.xdist_support import Assignment, SharingGuard
+    from pytest_gpuinfer.requirements.marker import Requirements
 
 MARKER_LINE = (
     "gpuinfer(modes=[...], gpus=N, compute_capability='>=7.5', free_memory='8GiB', "
@@ -73,7 +73,7 @@ def _probe_machine(settings: options.Settings) -> Report:
 def pytest_xdist_auto_num_workers(config: pytest.Config) -> int | None:
     if not options.is_enabled(config):
         return None
-    from pytest_gpuinfer.xdist_support import auto_num_workers
+    from pytest_gpuinfer.plugin.xdist_support import auto_num_workers
 
     return auto_num_workers(_probe(config)[1], _sharing_plan(config))
 
@@ -82,7 +82,7 @@ def _sharing_plan(config: pytest.Config) -> SharingPlan | None:
     """``--gpuinfer-share`` > 1 in a controller: the plan, made once (see sharing.py)."""
     if _PLAN_KEY in config.stash:
         return config.stash[_PLAN_KEY]
-    from pytest_gpuinfer import sharing
+    from pytest_gpuinfer.plugin import sharing
 
     settings, report = _probe(config)
     plan = None
@@ -114,7 +114,7 @@ def pytest_configure(config: pytest.Config) -> None:
         session = GpuinferSession(config, settings, report)
         workers = _local_worker_count(config)
         if workers or config.getoption("tx", None):
-            from pytest_gpuinfer.xdist_support import XdistHooks, check_worker_count
+            from pytest_gpuinfer.plugin.xdist_support import XdistHooks, check_worker_count
 
             plan = _sharing_plan(config) if workers else None
             check_worker_count(plan, report, workers)
@@ -127,7 +127,7 @@ def pytest_configure(config: pytest.Config) -> None:
 
 def _configure_worker(config: pytest.Config, workerinput: dict[str, Any]) -> GpuinferSession:
     """Pin this xdist worker to its GPUs before anything can initialise CUDA."""
-    from pytest_gpuinfer.xdist_support import pin_worker, sharing_guard, worker_setup
+    from pytest_gpuinfer.plugin.xdist_support import pin_worker, sharing_guard, worker_setup
 
     setup = worker_setup(workerinput, os.environ)
     if setup.settings_data is not None:
@@ -151,7 +151,7 @@ def _configure_worker(config: pytest.Config, workerinput: dict[str, Any]) -> Gpu
 def _register_fixture_module(config: pytest.Config) -> None:
     import importlib.util
 
-    for name in ("pytest_gpuinfer.fixtures", "pytest_gpuinfer.bench.fixture"):
+    for name in ("pytest_gpuinfer.plugin.fixtures", "pytest_gpuinfer.bench.fixture"):
         if config.pluginmanager.has_plugin(name) or config.pluginmanager.is_blocked(name):
             continue
         if importlib.util.find_spec(name) is not None:
@@ -184,7 +184,7 @@ class GpuinferSession:
         assignment: Assignment | None = None,
         workerid: str | None = None,
     ) -> None:
-        from pytest_gpuinfer.reporting import Recorder
+        from pytest_gpuinfer.plugin.reporting import Recorder
 
         self.config = config
         self.settings = settings
@@ -207,7 +207,7 @@ class GpuinferSession:
     # -- collection ---------------------------------------------------------------------
 
     def requirements_of(self, node: pytest.Item | Any, nodeid: str) -> Requirements:
-        from pytest_gpuinfer.requirements import RequirementError, parse
+        from pytest_gpuinfer.requirements.marker import RequirementError, parse
 
         marks = [(mark.args, mark.kwargs) for mark in node.iter_markers("gpuinfer")]
         # Suites repeat the same marks (module marks, shared aliases): parse each once.
@@ -226,7 +226,7 @@ class GpuinferSession:
         pytest.fail(f"{nodeid}: @pytest.mark.gpuinfer: {error}", pytrace=False)
 
     def pytest_generate_tests(self, metafunc: pytest.Metafunc) -> None:
-        from pytest_gpuinfer.requirements_check import mode_reason
+        from pytest_gpuinfer.requirements.check import mode_reason
 
         definition = metafunc.definition
         wants_mode = "inference_mode" in metafunc.fixturenames
@@ -269,7 +269,7 @@ class GpuinferSession:
         data = item.stash.get(self._data_key, None)
         if data is not None:
             return data
-        from pytest_gpuinfer.requirements import RequirementError, parse
+        from pytest_gpuinfer.requirements.marker import RequirementError, parse
 
         try:
             requirements = parse([(m.args, m.kwargs) for m in item.iter_markers("gpuinfer")])
@@ -294,8 +294,8 @@ class GpuinferSession:
         return data
 
     def pytest_runtest_setup(self, item: pytest.Item) -> None:
-        from pytest_gpuinfer.gating import simulated_reason, unmet
-        from pytest_gpuinfer.requirements_check import evaluate
+        from pytest_gpuinfer.plugin.gating import simulated_reason, unmet
+        from pytest_gpuinfer.requirements.check import evaluate
 
         requirements = self.requirements_of(item, item.nodeid)
         callspec = getattr(item, "callspec", None)
@@ -339,13 +339,13 @@ class GpuinferSession:
     # -- reporting ----------------------------------------------------------------------
 
     def pytest_report_header(self, config: pytest.Config) -> list[str]:
-        from pytest_gpuinfer.reporting import header_lines
+        from pytest_gpuinfer.plugin.reporting import header_lines
 
         note = None
         workers = _local_worker_count(config)
         if workers:
-            from pytest_gpuinfer.requirements_check import usable_gpus
-            from pytest_gpuinfer.xdist_support import policy_line
+            from pytest_gpuinfer.plugin.xdist_support import policy_line
+            from pytest_gpuinfer.requirements.check import usable_gpus
 
             gpu_count = len(usable_gpus(self.report))
             plan = config.stash.get(_PLAN_KEY, None)
@@ -365,7 +365,7 @@ class GpuinferSession:
         xml = self.config.stash.get(xml_key, None)
         if xml is None:
             return
-        from pytest_gpuinfer.reporting import hardware_properties
+        from pytest_gpuinfer.plugin.reporting import hardware_properties
 
         for name, value in hardware_properties(self.report):
             xml.add_global_property(name, value)
@@ -374,8 +374,8 @@ class GpuinferSession:
         path = self.settings.requirements_path
         if path is None or self.workerid not in (None, "gw0"):
             return  # under xdist the controller does not collect: worker gw0 writes it
-        from pytest_gpuinfer.reporting import write_json_atomically
-        from pytest_gpuinfer.requirements_export import CollectedTest, export
+        from pytest_gpuinfer.fleet.export import CollectedTest, export
+        from pytest_gpuinfer.plugin.reporting import write_json_atomically
 
         tests = []
         for item in session.items:
@@ -388,12 +388,12 @@ class GpuinferSession:
         write_json_atomically(path, export(tests, modes=self.settings.modes))
 
     def pytest_sessionfinish(self, session: pytest.Session, exitstatus: int) -> None:
-        from pytest_gpuinfer.sharing import in_sharing_pass
+        from pytest_gpuinfer.plugin.sharing import in_sharing_pass
 
         path = self.settings.report_path
         if self.workerid is not None or path is None or in_sharing_pass():
             return
-        from pytest_gpuinfer.reporting import json_report, write_json_atomically
+        from pytest_gpuinfer.plugin.reporting import json_report, write_json_atomically
 
         data = json_report(
             self.report, self.settings.to_dict(), self.recorder.records.values(), exitstatus
@@ -403,8 +403,8 @@ class GpuinferSession:
     def pytest_terminal_summary(self, terminalreporter: Any) -> None:
         if self.workerid is not None:
             return
+        from pytest_gpuinfer.plugin.reporting import summary_lines
         from pytest_gpuinfer.probes.report import MODES
-        from pytest_gpuinfer.reporting import summary_lines
 
         terminalreporter.write_sep("=", "gpuinfer summary")
         gated = self.recorder.gated()
@@ -425,7 +425,7 @@ class GpuinferSession:
     def pytest_benchmark_update_machine_info(
         self, config: pytest.Config, machine_info: dict[str, Any]
     ) -> None:
-        from pytest_gpuinfer.reporting import machine_info as gpu_machine_info
+        from pytest_gpuinfer.plugin.reporting import machine_info as gpu_machine_info
 
         machine_info["gpuinfer"] = gpu_machine_info(self.report)
 
@@ -466,17 +466,17 @@ def inference_mode(request: pytest.FixtureRequest) -> str:
 
 
 # Stand-ins while the plugin is dormant, so a suite that uses the loading fixtures skips
-# with the reason instead of "fixture not found". Enabled, pytest_gpuinfer.fixtures is
+# with the reason instead of "fixture not found". Enabled, pytest_gpuinfer.plugin.fixtures is
 # registered after this module and its definitions take precedence.
 @pytest.fixture
 def load_model() -> None:
-    """Loads a model in an inference mode (see pytest_gpuinfer.fixtures); needs --gpuinfer."""
+    """Loads a model in a mode (see pytest_gpuinfer.plugin.fixtures); needs --gpuinfer."""
     pytest.skip(NOT_ENABLED)
 
 
 @pytest.fixture
 def gpuinfer_model() -> None:
-    """The --gpuinfer-model model in the current mode (see pytest_gpuinfer.fixtures)."""
+    """The --gpuinfer-model model in the current mode (see pytest_gpuinfer.plugin.fixtures)."""
     pytest.skip(NOT_ENABLED)
 
 

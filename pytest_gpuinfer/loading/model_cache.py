@@ -10,9 +10,9 @@ from collections import OrderedDict
 from collections.abc import Iterator
 from typing import TYPE_CHECKING, Any
 
-from pytest_gpuinfer import gpu_memory
-from pytest_gpuinfer.load_request import CacheKey, LoadRequest
-from pytest_gpuinfer.loader import LoadedModel, default_report, gate, load_request
+from pytest_gpuinfer.loading import gpu_memory
+from pytest_gpuinfer.loading.loader import LoadedModel, default_report, gate, load_request
+from pytest_gpuinfer.loading.request import CacheKey, LoadRequest
 from pytest_gpuinfer.probes.modes import MODE_INFO
 
 if TYPE_CHECKING:
