@@ -257,7 +257,7 @@ def test_summary_lines_by_hand() -> None:
         ("c[fp16]", "fp16", "skipped", "Skipped: too old"),
         ("d", None, "failed", None),
     ]:
-        data: dict[str, Any] = {"mode": mode, "requirements": {}, "gated": True}
+        data: dict[str, Any] = {"mode": mode, "requirements": {}, "gpu_test": True}
         when = "setup" if outcome == "skipped" else "call"
         longrepr = ("f.py", 1, reason) if reason else None
         if when == "call":

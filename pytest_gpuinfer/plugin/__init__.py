@@ -39,6 +39,7 @@ NOT_ENABLED = (
 GPU_FIXTURES = frozenset({"inference_mode", "load_model", "gpuinfer_model"})
 
 _SESSION_KEY = pytest.StashKey["GpuinferSession"]()
+_SETTINGS_KEY = pytest.StashKey[options.Settings]()
 _PROBE_KEY = pytest.StashKey["tuple[options.Settings, Report]"]()
 _PLAN_KEY = pytest.StashKey["SharingPlan | None"]()
 
@@ -47,12 +48,19 @@ def pytest_addoption(parser: pytest.Parser) -> None:
     options.add_options(parser)
 
 
+def _settings(config: pytest.Config) -> options.Settings:
+    """The settings, resolved once per process (cached on the config)."""
+    if _SETTINGS_KEY not in config.stash:
+        config.stash[_SETTINGS_KEY] = options.resolve(config)
+    return config.stash[_SETTINGS_KEY]
+
+
 def _probe(config: pytest.Config) -> tuple[options.Settings, Report]:
-    """Resolve the settings and probe once per process (cached on the config)."""
+    """The settings and the probe report, made once per process (cached on the config)."""
     cached = config.stash.get(_PROBE_KEY, None)
     if cached is not None:
         return cached
-    settings = options.resolve(config)
+    settings = _settings(config)
     report = _probe_machine(settings)
     config.stash[_PROBE_KEY] = (settings, report)
     return settings, report
@@ -69,7 +77,9 @@ def _probe_machine(settings: options.Settings) -> Report:
         raise pytest.UsageError(f"gpuinfer: {source}={settings.profile!r}: {exc}") from None
 
 
-@pytest.hookimpl(optionalhook=True)
+# tryfirst: xdist's own impl (the CPU count) must not answer first, whatever order the
+# entry points were loaded in.
+@pytest.hookimpl(optionalhook=True, tryfirst=True)
 def pytest_xdist_auto_num_workers(config: pytest.Config) -> int | None:
     if not options.is_enabled(config):
         return None
@@ -110,10 +120,15 @@ def pytest_configure(config: pytest.Config) -> None:
     if workerinput is not None:
         session = _configure_worker(config, workerinput)
     else:
-        settings, report = _probe(config)
-        session = GpuinferSession(config, settings, report)
+        settings = _settings(config)
         workers = _local_worker_count(config)
-        if workers or config.getoption("tx", None):
+        distributing = bool(workers or config.getoption("tx", None))
+        # A bad profile must stop the run now, and workers need the report to start; else
+        # the machine is probed when something first asks (a --co -q run never does).
+        eager = settings.profile is not None or distributing
+        session = GpuinferSession(config, settings, _probe(config)[1] if eager else None)
+        if distributing:
+            report = session.report
             from pytest_gpuinfer.plugin.xdist_support import XdistHooks, check_worker_count
 
             plan = _sharing_plan(config) if workers else None
@@ -149,13 +164,10 @@ def _configure_worker(config: pytest.Config, workerinput: dict[str, Any]) -> Gpu
 
 
 def _register_fixture_module(config: pytest.Config) -> None:
-    import importlib.util
-
-    for name in ("pytest_gpuinfer.plugin.fixtures", "pytest_gpuinfer.bench.fixture"):
-        if config.pluginmanager.has_plugin(name) or config.pluginmanager.is_blocked(name):
-            continue
-        if importlib.util.find_spec(name) is not None:
-            config.pluginmanager.import_plugin(name)
+    # The module is light: it imports loading and bench only inside the fixture bodies.
+    name = "pytest_gpuinfer.plugin.fixtures"
+    if not (config.pluginmanager.has_plugin(name) or config.pluginmanager.is_blocked(name)):
+        config.pluginmanager.import_plugin(name)
 
 
 def _local_worker_count(config: pytest.Config) -> int:
@@ -172,6 +184,14 @@ def _session(config: pytest.Config) -> GpuinferSession | None:
     return config.stash.get(_SESSION_KEY, None)
 
 
+def requirements_of_node(node: pytest.Item) -> Requirements | None:
+    """The requirements the session parsed for ``node``; None when dormant or the mark is bad
+    (the test then fails with the mark's reason in setup)."""
+    session = _session(node.config)
+    parsed = session.parsed(node) if session is not None else None
+    return None if isinstance(parsed, str) else parsed
+
+
 class GpuinferSession:
     """The enabled plugin: one per process (controller or xdist worker)."""
 
@@ -179,7 +199,7 @@ class GpuinferSession:
         self,
         config: pytest.Config,
         settings: options.Settings,
-        report: Report,
+        report: Report | None,
         *,
         assignment: Assignment | None = None,
         workerid: str | None = None,
@@ -188,13 +208,20 @@ class GpuinferSession:
 
         self.config = config
         self.settings = settings
-        self.report = report
+        self._report = report
         self.assignment = assignment
         self.workerid = workerid
         self.recorder = Recorder()
         self.sharing_guard: SharingGuard | None = None
         self._data_key = pytest.StashKey[dict[str, Any]]()
-        self._parsed: dict[str, Requirements] = {}
+        self._parsed: dict[str, Requirements | str] = {}
+
+    @property
+    def report(self) -> Report:
+        """The probe report this process gates by (probed on first use)."""
+        if self._report is None:
+            self._report = _probe(self.config)[1]
+        return self._report
 
     @property
     def no_gpu_reason(self) -> str | None:
@@ -206,28 +233,29 @@ class GpuinferSession:
 
     # -- collection ---------------------------------------------------------------------
 
-    def requirements_of(self, node: pytest.Item | Any, nodeid: str) -> Requirements:
+    def parsed(self, node: pytest.Item | Any) -> Requirements | str:
+        """The node's marks parsed into Requirements, or the one-line error of a bad mark."""
         from pytest_gpuinfer.requirements.marker import RequirementError, parse
 
         marks = [(mark.args, mark.kwargs) for mark in node.iter_markers("gpuinfer")]
         # Suites repeat the same marks (module marks, shared aliases): parse each once.
         key = repr(marks)
         cached = self._parsed.get(key)
-        if cached is not None:
-            return cached
-        try:
-            requirements = parse(marks)
-        except RequirementError as exc:
-            error = str(exc)
-        else:
-            self._parsed[key] = requirements
-            return requirements
-        # Raised outside the except block, so that no exception chain is printed.
-        pytest.fail(f"{nodeid}: @pytest.mark.gpuinfer: {error}", pytrace=False)
+        if cached is None:
+            try:
+                cached = parse(marks)
+            except RequirementError as exc:
+                cached = str(exc)
+            self._parsed[key] = cached
+        return cached
+
+    def requirements_of(self, node: pytest.Item | Any, nodeid: str) -> Requirements:
+        parsed = self.parsed(node)
+        if isinstance(parsed, str):
+            pytest.fail(f"{nodeid}: @pytest.mark.gpuinfer: {parsed}", pytrace=False)
+        return parsed
 
     def pytest_generate_tests(self, metafunc: pytest.Metafunc) -> None:
-        from pytest_gpuinfer.requirements.check import mode_reason
-
         definition = metafunc.definition
         wants_mode = "inference_mode" in metafunc.fixturenames
         # A keyword lookup up the node chain is far cheaper than iter_markers; it can only
@@ -255,7 +283,12 @@ class GpuinferSession:
                 f"{source} ({','.join(settings.modes)})"
             )
             params = [pytest.param(None, id="no-mode", marks=pytest.mark.skip(reason=reason))]
+        elif self.config.option.collectonly:
+            # Nothing runs, so the modes' skip marks would never show: do not probe for them.
+            params = [pytest.param(mode, id=mode) for mode in modes]
         else:
+            from pytest_gpuinfer.requirements.check import mode_reason
+
             params = []
             for mode in modes:
                 why = mode_reason(self.report, mode)
@@ -269,21 +302,17 @@ class GpuinferSession:
         data = item.stash.get(self._data_key, None)
         if data is not None:
             return data
-        from pytest_gpuinfer.requirements.marker import RequirementError, parse
-
-        try:
-            requirements = parse([(m.args, m.kwargs) for m in item.iter_markers("gpuinfer")])
-            requirements_data = requirements.to_dict()
-            marked = requirements.marked
-        except RequirementError:
+        parsed = self.parsed(item)
+        if isinstance(parsed, str):
             requirements_data, marked = {}, True
+        else:
+            requirements_data, marked = parsed.to_dict(), parsed.marked
         callspec = getattr(item, "callspec", None)
         mode = callspec.params.get("inference_mode") if callspec is not None else None
         fixturenames = set(getattr(item, "fixturenames", ()))
         data = {
             "mode": mode,
             "requirements": requirements_data,
-            "gated": marked or bool(fixturenames & GPU_FIXTURES),
             "gpu_test": marked or bool(fixturenames & GPU_FIXTURES),
             "worker": self.workerid,
             "visible_devices": (
@@ -388,10 +417,12 @@ class GpuinferSession:
         write_json_atomically(path, export(tests, modes=self.settings.modes))
 
     def pytest_sessionfinish(self, session: pytest.Session, exitstatus: int) -> None:
+        path = self.settings.report_path
+        if self.workerid is not None or path is None:
+            return
         from pytest_gpuinfer.plugin.sharing import in_sharing_pass
 
-        path = self.settings.report_path
-        if self.workerid is not None or path is None or in_sharing_pass():
+        if in_sharing_pass():
             return
         from pytest_gpuinfer.plugin.reporting import json_report, write_json_atomically
 
@@ -408,7 +439,8 @@ class GpuinferSession:
 
         terminalreporter.write_sep("=", "gpuinfer summary")
         gated = self.recorder.gated()
-        if self.report.simulated:
+        # A profile is probed at configure; an unprobed machine is no simulated one.
+        if self._report is not None and self._report.simulated:
             terminalreporter.write_line(
                 f"simulated profile {self.report.profile}: gating as on that GPU, "
                 "GPU tests not executed"
@@ -482,5 +514,5 @@ def gpuinfer_model() -> None:
 
 @pytest.fixture
 def gpuinfer_bench() -> None:
-    """Measures a loaded model as `gpuinfer bench` does (see pytest_gpuinfer.bench.fixture)."""
+    """Measures a loaded model as `gpuinfer bench` does (see pytest_gpuinfer.plugin.fixtures)."""
     pytest.skip(NOT_ENABLED)

@@ -12,8 +12,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from pytest_gpuinfer.probes.render import STACK_PACKAGES
-
 if TYPE_CHECKING:
     from pytest_gpuinfer.probes.report import GPUInfo, Report
 
@@ -128,7 +126,7 @@ class Recorder:
         if data:
             record.mode = data.get("mode")
             record.requirements = dict(data.get("requirements") or {})
-            record.gated = bool(data.get("gated"))
+            record.gated = bool(data.get("gpu_test"))
             record.worker = data.get("worker")
             record.visible_devices = data.get("visible_devices")
         if outcome == "skipped":
@@ -273,6 +271,8 @@ def hardware_properties(report: Report) -> list[tuple[str, str]]:
         props.append((f"gpuinfer_gpu{i}", _gpu_line(gpu).split(": ", 2)[-1]))
     if report.driver.driver_version:
         props.append(("gpuinfer_driver", report.driver.driver_version))
+    from pytest_gpuinfer.probes.render import STACK_PACKAGES
+
     for package in STACK_PACKAGES:
         props.append((f"gpuinfer_{package}", report.software.packages.get(package) or "none"))
     for mode, verdict in report.verdicts.items():

@@ -1,8 +1,8 @@
 """What a ``@pytest.mark.gpuinfer(...)`` mark asks for: parsing and validating its keywords.
 
 Parsing validates every keyword and value (``RequirementError`` names the bad one);
-:mod:`pytest_gpuinfer.requirements.check` judges the result against a report. Nothing
-here imports pytest hooks.
+:mod:`pytest_gpuinfer.requirements.check` judges the result against a report. The plugin
+parses each test's marks once; the fleet parses an exported marker with the same call.
 """
 
 from __future__ import annotations
@@ -10,10 +10,13 @@ from __future__ import annotations
 import re
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from pytest_gpuinfer.probes.errors import InputError
-from pytest_gpuinfer.probes.report import MODES
+from pytest_gpuinfer.probes.modes import MODES
+
+if TYPE_CHECKING:
+    from pytest_gpuinfer.probes.memory_workload import Workload
 
 KEYWORDS: tuple[str, ...] = (
     "modes",
@@ -81,6 +84,14 @@ def parse_capability_spec(text: object) -> CapabilitySpec:
 
 
 @dataclass(frozen=True)
+class DeclaredWorkload:
+    """``workload={...}``: the model it runs and the audit's own ``Workload`` of sizes."""
+
+    model: str
+    sizes: Workload
+
+
+@dataclass(frozen=True)
 class Requirements:
     """The merged requirements of one test (empty fields ask for nothing)."""
 
@@ -91,8 +102,7 @@ class Requirements:
     total_memory_bytes: int | None = None
     tensor_cores: tuple[str, ...] = ()
     packages: Mapping[str, str] = field(default_factory=dict)
-    workload: Mapping[str, Any] | None = None
-    """{"model": path, "batch_size": B, "seq_len": S, "new_tokens": N}, validated."""
+    workload: DeclaredWorkload | None = None
     raw: Mapping[str, Any] = field(default_factory=dict)
     """The keywords as written (merged), for reports."""
     marked: bool = False
@@ -102,17 +112,6 @@ class Requirements:
     def gpus_needed(self) -> int:
         """How many GPUs the per-GPU requirements are checked on (at least one)."""
         return self.gpus or 1
-
-    @property
-    def asks_for_gpu(self) -> bool:
-        return (
-            self.gpus is not None
-            or self.compute_capability is not None
-            or self.free_memory_bytes is not None
-            or self.total_memory_bytes is not None
-            or bool(self.tensor_cores)
-            or self.workload is not None
-        )
 
     @property
     def declared_memory_bytes(self) -> int | None:
@@ -197,7 +196,7 @@ def _packages(value: object) -> dict[str, str]:
     return packages
 
 
-def _workload(value: object) -> dict[str, Any]:
+def _workload(value: object) -> DeclaredWorkload:
     import os
 
     example = "expected a dict such as {'model': 'path/to/model', 'batch_size': 8, 'seq_len': 2048}"
@@ -212,7 +211,9 @@ def _workload(value: object) -> dict[str, Any]:
     model = value.get("model")
     if not isinstance(model, str | os.PathLike) or not os.fspath(model):
         raise RequirementError(f"workload={value!r} has no 'model' path; {example}")
-    workload: dict[str, Any] = {"model": os.fspath(model)}
+    from pytest_gpuinfer.probes.memory_workload import Workload
+
+    sizes: dict[str, int] = {}
     for key, low in (("batch_size", 1), ("seq_len", 1), ("new_tokens", 0)):
         if key not in value:
             continue
@@ -221,8 +222,8 @@ def _workload(value: object) -> dict[str, Any]:
             raise RequirementError(
                 f"workload={value!r}: {key}={number!r} is not a whole number >= {low}"
             )
-        workload[key] = number
-    return workload
+        sizes[key] = number
+    return DeclaredWorkload(os.fspath(model), Workload(**sizes))
 
 
 def _gpus(value: object) -> int:
