@@ -249,12 +249,15 @@ def _run(parser: argparse.ArgumentParser, args: argparse.Namespace) -> int:
 def _fail(message: str, *, as_json: bool, prog: str = "gpuinfer") -> int:
     """Report bad input: one line on stderr and, for ``--json``, a JSON object on stdout.
 
-    The object is ``{"schema_version": "1", "error": MESSAGE, "exit_code": 2}``, so a CI
+    The object is ``{"schema": "pytest-gpuinfer/error", "schema_version": "1", "error":
+    MESSAGE, "exit_code": 2}``, so a CI
     step that parses ``--json`` output can tell bad input from a report.
     """
     print(f"{prog}: error: {message}", file=sys.stderr)
     if as_json:
-        error = {"schema_version": "1", "error": message, "exit_code": EXIT_USAGE}
+        from pytest_gpuinfer.schemas import ERROR
+
+        error = {**ERROR.stamp(), "error": message, "exit_code": EXIT_USAGE}
         print(json.dumps(error))
     return EXIT_USAGE
 

@@ -1,6 +1,7 @@
 """``gpuinfer route EXPORT LABEL=RUNNER...``: one subset of tests per CI runner, and the matrix.
 
-Writes ``OUT/<label>.txt`` (node ids, one a line, for ``pytest @OUT/t4.txt``) and prints
+Writes ``OUT/<label>.txt`` (node ids, one a line, for ``pytest @OUT/t4.txt``) and
+``OUT/routing.json`` (schema ``pytest-gpuinfer/routing`` 1), and prints
 GitHub Actions' matrix JSON ``{"include": [{"runner": "t4", "tests": 12}, ...]}`` (a
 runner that gets no test is left out). Tests no runner can run are listed on stderr.
 
@@ -55,10 +56,11 @@ def run(args: argparse.Namespace) -> int:
         out.mkdir(parents=True, exist_ok=True)
         for label, nodeids in routing.subsets.items():
             (out / f"{label}.txt").write_text("".join(f"{n}\n" for n in nodeids), encoding="utf-8")
+        (out / "routing.json").write_text(json.dumps(routing.to_dict(), indent=2), encoding="utf-8")
     except OSError as error:
         raise InputError(f"cannot write into {out}: {error.strerror}") from None
-    include = [{"runner": k, "tests": len(v)} for k, v in routing.subsets.items() if v]
-    print(json.dumps({"include": include}))
+    # GitHub's matrix takes no other keys: the stamped record is routing.json beside it.
+    print(json.dumps(routing.matrix()))
     for nodeid, reasons in routing.unroutable.items():
         print(f"no runner for {nodeid}: {' | '.join(reasons)}", file=sys.stderr)
     return EXIT_UNROUTABLE if routing.unroutable and args.fail_on_unroutable else EXIT_OK

@@ -19,10 +19,28 @@ if TYPE_CHECKING:
 
 @dataclass
 class Routing:
+    """Which runner runs which test: ``routing.json`` (schema ``pytest-gpuinfer/routing`` 1)."""
+
     subsets: dict[str, list[str]]
     """Runner label -> node ids it runs (every label present, maybe empty)."""
     unroutable: dict[str, list[str]]
     """Node id -> why each runner cannot run it."""
+
+    def matrix(self) -> dict[str, Any]:
+        """GitHub Actions' matrix (``{"include": [...]}``): runners that got a test."""
+        return {"include": [{"runner": k, "tests": len(v)} for k, v in self.subsets.items() if v]}
+
+    def to_dict(self) -> dict[str, Any]:
+        from pytest_gpuinfer.schemas import ROUTING
+
+        return {**ROUTING.stamp(), "subsets": self.subsets, "unroutable": self.unroutable}
+
+    @classmethod
+    def from_dict(cls, data: object, source: object = "routing.json") -> Routing:
+        from pytest_gpuinfer.schemas import ROUTING
+
+        checked = ROUTING.check(data, source)
+        return cls(dict(checked["subsets"]), dict(checked["unroutable"]))
 
 
 def runner_report(spec: str) -> Report:

@@ -16,10 +16,6 @@ if TYPE_CHECKING:
     from pytest_gpuinfer.probes.report import GPUInfo, Report
 
 
-REPORT_SCHEMA_VERSION = "2"
-"""2 added ``machine`` (who ran it, for ``gpuinfer merge``); 1 had no machine identity."""
-
-
 def _gpu_line(gpu: GPUInfo) -> str:
     from pytest_gpuinfer.probes.render import gpu_line
 
@@ -247,8 +243,10 @@ def json_report(
 ) -> dict[str, Any]:
     tests = [r.to_dict() for r in records]
     outcomes = Counter(t["outcome"] or "not run" for t in tests)
+    from pytest_gpuinfer.schemas import REPORT
+
     return {
-        "schema_version": REPORT_SCHEMA_VERSION,
+        **REPORT.stamp(),
         "machine": machine_identity(report, settings.get("machine")),
         "exitstatus": int(exitstatus),
         "settings": {k: v for k, v in settings.items() if k != "sources"},
