@@ -432,7 +432,7 @@ def _one_line(error: pytest.ExceptionInfo[InputError]) -> str:
 @pytest.mark.parametrize(
     ("arguments", "expected"),
     [
-        ({"mode": "int4"}, "unknown mode 'int4': expected one of fp32, fp16, bf16, int8, nf4"),
+        ({"mode": "int4"}, "unknown mode 'int4'; expected one of: fp32, fp16, bf16, int8, nf4"),
         ({"task": "translation"}, "unknown task 'translation': expected one of causal-lm"),
         ({"max_memory": {"cuda:0": "1GiB"}}, "use the integer 0"),
         ({"max_memory": "10G"}, "'10G' is not understood"),

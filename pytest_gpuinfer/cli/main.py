@@ -17,7 +17,8 @@ from collections.abc import Sequence
 from typing import TYPE_CHECKING, NoReturn
 
 from pytest_gpuinfer.probes.errors import InputError
-from pytest_gpuinfer.probes.report import MODES, Report, Status, parse_modes
+from pytest_gpuinfer.probes.modes import MODES, parse_mode_list
+from pytest_gpuinfer.probes.report import Report, Status
 
 if TYPE_CHECKING:
     from pytest_gpuinfer.probes.memory_workload import Workload
@@ -149,7 +150,7 @@ def _audit(args: argparse.Namespace) -> int:
     from pytest_gpuinfer.probes.probe import probe
 
     try:
-        modes = parse_modes(args.modes)
+        modes = tuple(mode.name for mode in parse_mode_list(args.modes))
     except InputError as error:
         raise InputError(f"--modes: {error}") from None
     max_memory = None

@@ -9,7 +9,8 @@ Importing it imports no torch or transformers.
 
 from __future__ import annotations
 
-from pytest_gpuinfer.loading.gpu_memory import estimate_load_bytes, memory_in_use, release_memory
+from pytest_gpuinfer.loading.estimate import estimate_load_bytes
+from pytest_gpuinfer.loading.gpu_memory import memory_in_use, release_memory
 from pytest_gpuinfer.loading.loader import LoadedModel, load_model, load_request, save_model
 from pytest_gpuinfer.loading.model_cache import ModelCache
 from pytest_gpuinfer.loading.request import (
