@@ -16,6 +16,8 @@ from pytest_gpuinfer.probes.errors import InputError
 from pytest_gpuinfer.probes.modes import MODES
 
 if TYPE_CHECKING:
+    from packaging.specifiers import SpecifierSet
+
     from pytest_gpuinfer.probes.memory_workload import Workload
 
 KEYWORDS: tuple[str, ...] = (
@@ -36,7 +38,8 @@ WORKLOAD_KEYS: tuple[str, ...] = ("model", "batch_size", "seq_len", "new_tokens"
 DEFAULT_WORKLOAD_MODE = "fp16"
 """The mode a workload is judged in when neither the test nor the mark names one."""
 
-_CLAUSE = re.compile(r"\s*(>=|<=|==|!=|>|<)\s*(\d+)(?:\.(\d+))?\s*")
+_OPERATORS = frozenset({">=", "<=", "==", "!=", ">", "<"})
+_CAPABILITY = re.compile(r"\d+(\.\d+)?")
 
 
 class RequirementError(InputError):
@@ -45,42 +48,34 @@ class RequirementError(InputError):
 
 @dataclass(frozen=True)
 class CapabilitySpec:
-    """A compute capability constraint such as ``>=8.0,<9.0``."""
+    """A compute capability constraint such as ``>=8.0,<9.0`` (packaging's specifiers)."""
 
     text: str
-    clauses: tuple[tuple[str, tuple[int, int]], ...]
+    specifier: SpecifierSet
 
     def contains(self, capability: tuple[int, int]) -> bool:
-        return all(_compare(capability, op, bound) for op, bound in self.clauses)
-
-
-def _compare(value: tuple[int, int], op: str, bound: tuple[int, int]) -> bool:
-    if op == ">=":
-        return value >= bound
-    if op == "<=":
-        return value <= bound
-    if op == ">":
-        return value > bound
-    if op == "<":
-        return value < bound
-    if op == "==":
-        return value == bound
-    return value != bound
+        return self.specifier.contains(f"{capability[0]}.{capability[1]}")
 
 
 def parse_capability_spec(text: object) -> CapabilitySpec:
     """Parse ``">=7.5"``, ``"==8.0"`` or ``">=8.0,<9.0"``; RequirementError otherwise."""
+    from packaging.specifiers import InvalidSpecifier, SpecifierSet
+
     expected = "expected comparisons like '>=7.5', '==8.0' or '>=8.0,<9.0'"
     if not isinstance(text, str):
         raise RequirementError(f"compute_capability={text!r} is not a string; {expected}")
-    clauses: list[tuple[str, tuple[int, int]]] = []
-    for part in text.split(","):
-        match = _CLAUSE.fullmatch(part)
-        if match is None:
-            raise RequirementError(f"compute_capability={text!r} is not understood; {expected}")
-        op, major, minor = match.groups()
-        clauses.append((op, (int(major), int(minor or 0))))
-    return CapabilitySpec(text=text.replace(" ", ""), clauses=tuple(clauses))
+    compact = text.replace(" ", "")
+    try:
+        specifier = SpecifierSet(compact)
+    except InvalidSpecifier:
+        specifier = SpecifierSet()
+    # Plain comparisons of major.minor only: no "~=", wildcards or an empty clause.
+    clauses = list(specifier)
+    if len(clauses) != len(set(compact.split(","))) or not all(
+        c.operator in _OPERATORS and _CAPABILITY.fullmatch(c.version) for c in clauses
+    ):
+        raise RequirementError(f"compute_capability={text!r} is not understood; {expected}")
+    return CapabilitySpec(text=compact, specifier=specifier)
 
 
 @dataclass(frozen=True)
