@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from types import MappingProxyType
 from typing import Any
@@ -37,6 +37,20 @@ class Mode:
     """Default closeness against a full-precision, eager reference (see docs/writing-tests.md)."""
     dtype_fixed: bool = True
     """True when the mode *is* its dtype, so a ``dtype=`` override is refused."""
+    kept_dtype: str | None = None
+    """The dtype the unquantized parts keep on every device, where the quantizer fixes it
+    (LLM.int8: fp16, transformers' own default); None: the device decides."""
+    load_options: tuple[str, ...] = ()
+    """``load_model`` keyword arguments only this mode takes (its quantizer's knobs)."""
+    fused_attention: bool = False
+    """True when the mode picks the attention implementation itself (fastpath)."""
+
+    def __hash__(self) -> int:
+        # bnb_config is a mapping (unhashable); a mode's name is its identity.
+        return hash(self.name)
+
+    def __str__(self) -> str:
+        return self.name
 
     @property
     def quantized(self) -> bool:
@@ -105,6 +119,13 @@ _ALL: tuple[Mode, ...] = (
         bnb_config=MappingProxyType({"load_in_8bit": True}),
         tolerance=LogitsTolerance(0.95, 8.0, 0.1, 0.25),
         dtype_fixed=False,
+        kept_dtype="float16",
+        load_options=(
+            "llm_int8_threshold",
+            "llm_int8_skip_modules",
+            "llm_int8_enable_fp32_cpu_offload",
+            "llm_int8_has_fp16_weight",
+        ),
     ),
     Mode(
         "nf4",
@@ -115,6 +136,7 @@ _ALL: tuple[Mode, ...] = (
         bnb_config=MappingProxyType({"load_in_4bit": True, "bnb_4bit_quant_type": "nf4"}),
         tolerance=LogitsTolerance(0.9, 30.0, 0.4, 1.0),
         dtype_fixed=False,
+        load_options=("bnb_4bit_compute_dtype", "bnb_4bit_use_double_quant"),
     ),
     Mode(
         "fastpath",
@@ -123,6 +145,7 @@ _ALL: tuple[Mode, ...] = (
         "float32",
         tolerance=LogitsTolerance(0.99, 0.5, 0.02, 0.05),
         dtype_fixed=False,
+        fused_attention=True,
     ),
 )
 
@@ -137,6 +160,46 @@ QUANTIZED_MODES: frozenset[str] = frozenset(m.name for m in _ALL if m.quantized)
 DEFAULT_TOLERANCES: Mapping[str, LogitsTolerance] = MappingProxyType(
     {m.name: m.tolerance for m in _ALL}
 )
+
+
+def parse_mode(value: object, *, what: str = "mode") -> Mode:
+    """ "int8" (case and spaces forgiven) or a ``Mode`` -> the ``Mode``; the one mode parser
+    of every door (CLI, marker, ``load_model``, profile file). InputError names the value."""
+    if isinstance(value, Mode):
+        return value
+    mode = MODE_INFO.get(value.strip().lower()) if isinstance(value, str) else None
+    if mode is None:
+        from pytest_gpuinfer.probes.errors import InputError
+
+        raise InputError(f"unknown {what} {value!r}; expected one of: {', '.join(MODES)}")
+    return mode
+
+
+def parse_mode_list(value: str | Sequence[object], *, what: str = "mode") -> tuple[Mode, ...]:
+    """ "int8,fastpath" or ["int8", "fastpath"] -> the ``Mode``s, each named once.
+
+    An empty entry (``int8,,fp16``, a trailing comma) and a mode named twice are errors,
+    since both are usually a typo for a mode that was meant.
+    """
+    from pytest_gpuinfer.probes.errors import InputError
+
+    items = value.split(",") if isinstance(value, str) else list(value)
+    expected = f"expected one or more of: {', '.join(MODES)}, separated by commas"
+    if not any(str(item).strip() for item in items):
+        raise InputError(f"no {what} given in {value!r}; {expected}")
+    modes: list[Mode] = []
+    for item in items:
+        if not str(item).strip():
+            raise InputError(
+                f"empty {what} in {value!r} (two commas in a row, or one at an end); {expected}"
+            )
+        mode = parse_mode(item, what=what)
+        if mode in modes:
+            raise InputError(
+                f"{what} {mode.name!r} is given twice in {value!r}; name each mode once"
+            )
+        modes.append(mode)
+    return tuple(modes)
 
 
 def mode_for_dtype(dtype_name: str) -> str | None:

@@ -99,7 +99,7 @@ _MACHINE_ENVIRONMENT = (
 
 @pytest.fixture(autouse=True)
 def _isolated_machine_environment(monkeypatch: pytest.MonkeyPatch) -> None:
-    from pytest_gpuinfer import options
+    from pytest_gpuinfer.plugin import options
 
     for name in (*_MACHINE_ENVIRONMENT, *(spec.env for spec in options.OPTIONS)):
         monkeypatch.delenv(name, raising=False)

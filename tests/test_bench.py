@@ -13,7 +13,7 @@ from typing import Any
 import pytest
 from fakes import nvml_specs
 
-from pytest_gpuinfer import cli
+from pytest_gpuinfer.cli.main import main as cli_main
 from pytest_gpuinfer.bench.config import BenchConfig, ordered_modes, parse_counts
 from pytest_gpuinfer.bench.hardware import (
     GpuWatch,
@@ -259,7 +259,7 @@ def test_a_child_under_another_pid_namespace_is_not_called_foreign(fake_nvml: In
 def test_bad_lengths_and_counts_exit_2(
     option: str, value: str, message: str, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    code = cli.main(["bench", "--model", MODEL, f"{option}={value}"])
+    code = cli_main(["bench", "--model", MODEL, f"{option}={value}"])
     captured = capsys.readouterr()
     assert code == 2
     assert captured.err.count("\n") == 1 and message in captured.err
@@ -276,7 +276,7 @@ def test_unwritable_chart_path_exits_2_before_measuring(
     # root writes into a read-only folder; sysfs is read-only for everyone.
     target = locked / "c.png" if os.geteuid() != 0 else Path("/sys/gpuinfer-bench-chart.png")
     try:
-        code = cli.main(["bench", "--model", MODEL, "--chart", str(target)])
+        code = cli_main(["bench", "--model", MODEL, "--chart", str(target)])
     finally:
         locked.chmod(0o700)
     captured = capsys.readouterr()
@@ -299,7 +299,7 @@ def test_bad_chart_paths_exit_2(
 ) -> None:  # fmt: skip
     pytest.importorskip("matplotlib")
     monkeypatch.chdir(tmp_path)
-    assert cli.main(["bench", "--model", MODEL, "--chart", path]) == 2
+    assert cli_main(["bench", "--model", MODEL, "--chart", path]) == 2
     assert message in capsys.readouterr().err
 
 
@@ -307,12 +307,12 @@ def test_chart_without_matplotlib_exits_2_naming_the_extra(
     monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
     monkeypatch.setitem(sys.modules, "matplotlib", None)
-    assert cli.main(["bench", "--model", MODEL, "--chart", "c.png"]) == 2
+    assert cli_main(["bench", "--model", MODEL, "--chart", "c.png"]) == 2
     assert "pytest-gpuinfer[chart]" in capsys.readouterr().err
 
 
 def test_missing_model_exits_2(capsys: pytest.CaptureFixture[str]) -> None:
-    assert cli.main(["bench", "--model", "./no-such-model"]) == 2
+    assert cli_main(["bench", "--model", "./no-such-model"]) == 2
     assert "does not exist" in capsys.readouterr().err
 
 

@@ -12,7 +12,7 @@ from typing import Any
 import pytest
 from fakes import nvml_specs
 
-from pytest_gpuinfer.cli import main
+from pytest_gpuinfer.cli.main import main
 from pytest_gpuinfer.probes.report import SCHEMA_VERSION, Report
 from pytest_gpuinfer.probes.software import probe_software
 

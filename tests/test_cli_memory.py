@@ -10,7 +10,7 @@ from typing import Any
 import pytest
 from fakes import nvml_specs
 
-from pytest_gpuinfer.cli import main
+from pytest_gpuinfer.cli.main import main
 
 Install = Callable[[dict[str, Any] | None], None]
 

@@ -383,7 +383,7 @@ def test_unsupported_verdict_raises_before_transformers_is_imported(
         from pytest_gpuinfer.probes.report import (
             DriverInfo, Finding, Report, SoftwareStack, Status, Verdict)
         from pytest_gpuinfer.loading import ModeUnavailable, load_model
-        import pytest_gpuinfer.fixtures  # importing the fixtures must stay cheap too
+        import pytest_gpuinfer.plugin.fixtures  # importing the fixtures must stay cheap too
         reason = "int8 needs compute capability >= 7.5; found Tesla P100 (6.0)"
         verdict = Verdict("int8", Status.UNSUPPORTED, [Finding("t", Status.UNSUPPORTED, reason)])
         report = Report([], DriverInfo(), SoftwareStack("3.11", "Linux", {{}}), {{"int8": verdict}})
@@ -432,7 +432,7 @@ def _one_line(error: pytest.ExceptionInfo[InputError]) -> str:
 @pytest.mark.parametrize(
     ("arguments", "expected"),
     [
-        ({"mode": "int4"}, "unknown mode 'int4': expected one of fp32, fp16, bf16, int8, nf4"),
+        ({"mode": "int4"}, "unknown mode 'int4'; expected one of: fp32, fp16, bf16, int8, nf4"),
         ({"task": "translation"}, "unknown task 'translation': expected one of causal-lm"),
         ({"max_memory": {"cuda:0": "1GiB"}}, "use the integer 0"),
         ({"max_memory": "10G"}, "'10G' is not understood"),

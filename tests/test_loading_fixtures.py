@@ -169,7 +169,7 @@ def test_bad_input_fails_only_that_test_without_traceback(
     result.assert_outcomes(failed=3, passed=1)
     result.stdout.fnmatch_lines(
         [
-            "*load_model: unknown mode 'int4': expected one of fp32, fp16, bf16, int8, nf4, fast*",
+            "*load_model: unknown mode 'int4'; expected one of: fp32, fp16, bf16, int8, nf4, fast*",
             "*load_model: model path '*nowhere' does not exist",
             "*load_model: no mode given and the test does not use inference_mode*",
         ]
@@ -220,7 +220,7 @@ def test_fixtures_module_imports_no_torch() -> None:
     import sys
 
     code = (
-        "import sys, pytest_gpuinfer.fixtures, pytest_gpuinfer.loading;"
+        "import sys, pytest_gpuinfer.plugin.fixtures, pytest_gpuinfer.loading;"
         "print(sorted(m for m in ('torch', 'transformers', 'bitsandbytes') if m in sys.modules))"
     )
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)

@@ -11,8 +11,8 @@ from typing import Any
 import pytest
 from fakes import nvml_specs
 
-from pytest_gpuinfer.cli import main
-from pytest_gpuinfer.merge import coverage, load
+from pytest_gpuinfer.cli.main import main
+from pytest_gpuinfer.fleet.merge import coverage, load
 
 pytest_plugins = ["pytester"]
 

@@ -92,3 +92,11 @@ def test_version_is_the_distribution_version() -> None:
     from importlib.metadata import version
 
     assert pytest_gpuinfer.__version__ == version("pytest-gpuinfer")
+
+
+def test_wheel_ships_every_product_folder_and_the_schema_files(wheel: Path) -> None:
+    names = set(zipfile.ZipFile(wheel).namelist())
+    for folder in ("cli", "fleet", "loading", "plugin", "requirements", "schemas"):
+        assert f"pytest_gpuinfer/{folder}/__init__.py" in names, folder
+    for fmt in ("report", "requirements", "merge", "routing", "error", "audit"):
+        assert f"pytest_gpuinfer/schemas/{fmt}.schema.json" in names, fmt

@@ -504,7 +504,8 @@ def test_dormant_run_imports_no_probe_and_no_heavy_module(pytester: pytest.Pytes
 
         def test_modules():
             loaded = [m for m in ("torch", "transformers", "pynvml", "pytest_gpuinfer.probes",
-                                  "pytest_gpuinfer.requirements", "pytest_gpuinfer.fixtures")
+                                  "pytest_gpuinfer.requirements.marker",
+                                  "pytest_gpuinfer.plugin.fixtures")
                       if m in sys.modules]
             assert loaded == []
         """

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from pytest_gpuinfer import options
+from pytest_gpuinfer.plugin import options
 from pytest_gpuinfer.probes.report import MODES
 
 pytest_plugins = ["pytester"]

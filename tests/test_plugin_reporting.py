@@ -12,13 +12,13 @@ from typing import Any
 import pytest
 from fakes import nvml_specs
 
-from pytest_gpuinfer.probes.report import MODES, DriverInfo, Report, SoftwareStack, Status, Verdict
-from pytest_gpuinfer.reporting import (
+from pytest_gpuinfer.plugin.reporting import (
     Recorder,
     header_lines,
     summary_lines,
     write_json_atomically,
 )
+from pytest_gpuinfer.probes.report import MODES, DriverInfo, Report, SoftwareStack, Status, Verdict
 
 pytest_plugins = ["pytester"]
 
@@ -257,7 +257,7 @@ def test_summary_lines_by_hand() -> None:
         ("c[fp16]", "fp16", "skipped", "Skipped: too old"),
         ("d", None, "failed", None),
     ]:
-        data: dict[str, Any] = {"mode": mode, "requirements": {}, "gated": True}
+        data: dict[str, Any] = {"mode": mode, "requirements": {}, "gpu_test": True}
         when = "setup" if outcome == "skipped" else "call"
         longrepr = ("f.py", 1, reason) if reason else None
         if when == "call":

@@ -10,8 +10,8 @@ from typing import Any
 import pytest
 from fakes import nvml_specs
 
+from pytest_gpuinfer.plugin.xdist_support import assign, policy_line, worker_index
 from pytest_gpuinfer.probes.software import probe_software
-from pytest_gpuinfer.xdist_support import assign, policy_line, worker_index
 
 pytest_plugins = ["pytester"]
 

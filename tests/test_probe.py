@@ -75,7 +75,7 @@ def test_importing_plugin_and_probes_imports_nothing_heavy() -> None:
     code = (
         "import sys, pytest_gpuinfer.probes.probe, pytest_gpuinfer.probes.rules, "
         "pytest_gpuinfer.probes.nvml, pytest_gpuinfer.probes.memory_fit, "
-        "pytest_gpuinfer, pytest_gpuinfer.cli\n"
+        "pytest_gpuinfer, pytest_gpuinfer.cli.main\n"
         "heavy = [m for m in ('torch', 'transformers', 'bitsandbytes', 'accelerate', 'pynvml') "
         "if m in sys.modules]\n"
         "print(heavy)"

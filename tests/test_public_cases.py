@@ -28,7 +28,7 @@ import pytest
 from public_case_sources import GPU_FILES, VerdictCase
 from public_cases import CASES, DOC, GROUPS, render_markdown
 
-from pytest_gpuinfer.cli import main
+from pytest_gpuinfer.cli.main import main
 from pytest_gpuinfer.probes.probe import probe
 from pytest_gpuinfer.probes.rule import UNCONFIRMED
 

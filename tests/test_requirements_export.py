@@ -10,13 +10,13 @@ from typing import Any
 import pytest
 from fakes import nvml_specs
 
-from pytest_gpuinfer.probes.errors import InputError
-from pytest_gpuinfer.requirements_export import (
+from pytest_gpuinfer.fleet.export import (
     EXPORT_SCHEMA,
     EXPORT_SCHEMA_VERSION,
     load_export,
     requirements_of_record,
 )
+from pytest_gpuinfer.probes.errors import InputError
 
 pytest_plugins = ["pytester"]
 
@@ -128,7 +128,10 @@ def test_load_export_rejects_other_files(tmp_path: Path) -> None:
 def test_route_tests_to_runners_from_the_export(
     pytester: pytest.Pytester, fake_nvml: InstallNvml, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    from pytest_gpuinfer.merge_route import main as route_main
+    from pytest_gpuinfer.cli.main import main as gpuinfer
+
+    def route_main(argv: list[str]) -> int:
+        return gpuinfer(["route", *argv])
 
     fake_nvml(nvml_specs.NO_DRIVER)
     _export(pytester)
@@ -154,5 +157,21 @@ def test_route_tests_to_runners_from_the_export(
     )
     assert route_main([str(pytester.path / "req.json"), "t4", "--out", str(out)]) == 2
     assert capsys.readouterr().err == (
-        "merge_route: error: runner 't4' is not LABEL=PROFILE or LABEL=AUDIT.json\n"
+        "gpuinfer: error: runner 't4' is not LABEL=PROFILE or LABEL=AUDIT.json\n"
     )
+
+
+def test_the_old_module_entry_still_routes_with_a_deprecation_note(tmp_path: Path) -> None:
+    import subprocess
+    import sys
+
+    completed = subprocess.run(
+        [sys.executable, "-m", "pytest_gpuinfer.merge_route", str(tmp_path / "none.json"), "t4=t4"],
+        capture_output=True,
+        text=True,
+    )
+    assert completed.returncode == 2
+    assert completed.stderr.splitlines() == [
+        "merge_route: deprecated: use `gpuinfer route` (same arguments)",
+        f"gpuinfer: error: cannot read {tmp_path / 'none.json'}: No such file or directory",
+    ]

@@ -11,11 +11,8 @@ from typing import Any
 import pytest
 from fakes import nvml_specs
 
-from pytest_gpuinfer.probes import probe
-from pytest_gpuinfer.probes.report import Report
-from pytest_gpuinfer.requirements import parse
-from pytest_gpuinfer.requirements_export import CollectedTest, record_of
-from pytest_gpuinfer.sharing import (
+from pytest_gpuinfer.fleet.export import CollectedTest, record_of
+from pytest_gpuinfer.plugin.sharing import (
     HEADROOM_FRACTION,
     WORKER_RESERVE_BYTES,
     SharingPlan,
@@ -26,7 +23,10 @@ from pytest_gpuinfer.sharing import (
     usable_bytes,
     workers_on_each_gpu,
 )
-from pytest_gpuinfer.xdist_support import SharingGuard
+from pytest_gpuinfer.plugin.xdist_support import SharingGuard
+from pytest_gpuinfer.probes import probe
+from pytest_gpuinfer.probes.report import Report
+from pytest_gpuinfer.requirements.marker import parse
 
 pytest_plugins = ["pytester"]
 

@@ -8,8 +8,8 @@ import pytest
 
 from pytest_gpuinfer.probes.probe import probe
 from pytest_gpuinfer.probes.report import Report
-from pytest_gpuinfer.requirements import parse
-from pytest_gpuinfer.requirements_check import evaluate
+from pytest_gpuinfer.requirements.check import evaluate
+from pytest_gpuinfer.requirements.marker import parse
 
 
 def reasons(report: Report, **mark: object) -> list[str]:

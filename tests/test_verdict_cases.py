@@ -11,7 +11,7 @@ from dataclasses import dataclass
 
 import pytest
 
-from pytest_gpuinfer.cli import main
+from pytest_gpuinfer.cli.main import main
 from pytest_gpuinfer.probes.probe import probe
 from pytest_gpuinfer.probes.rule import UNCONFIRMED
 

@@ -1,6 +1,6 @@
 """Shared fixtures: the model under test, its full-precision reference, a tiny encoder.
 
-``model_path`` and ``reference`` come from the package (``pytest_gpuinfer.reference``):
+``model_path`` and ``reference`` come from the package (``pytest_gpuinfer.plugin.reference``):
 the model is ``--gpuinfer-model`` / ``GPUINFER_MODEL`` when set, else the shipped tiny
 trained LM; the reference is that model in fp32 with eager attention, loaded once.
 
@@ -16,7 +16,7 @@ import pytest
 
 from pytest_gpuinfer.tiny_models import write_tiny_model
 
-pytest_plugins = ["pytest_gpuinfer.reference"]
+pytest_plugins = ["pytest_gpuinfer.plugin.reference"]
 
 
 @pytest.fixture(scope="session")

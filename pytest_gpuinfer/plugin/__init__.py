@@ -14,13 +14,13 @@ from typing import TYPE_CHECKING, Any
 
 import pytest
 
-from pytest_gpuinfer import options
+from pytest_gpuinfer.plugin import options
 
 if TYPE_CHECKING:
+    from pytest_gpuinfer.plugin.sharing import SharingPlan
+    from pytest_gpuinfer.plugin.xdist_support import Assignment, SharingGuard
     from pytest_gpuinfer.probes.report import Report
-    from pytest_gpuinfer.requirements import Requirements
-    from pytest_gpuinfer.sharing import SharingPlan
-    from pytest_gpuinfer.xdist_support import Assignment, SharingGuard
+    from pytest_gpuinfer.requirements.marker import Requirements
 
 MARKER_LINE = (
     "gpuinfer(modes=[...], gpus=N, compute_capability='>=7.5', free_memory='8GiB', "
@@ -39,6 +39,7 @@ NOT_ENABLED = (
 GPU_FIXTURES = frozenset({"inference_mode", "load_model", "gpuinfer_model"})
 
 _SESSION_KEY = pytest.StashKey["GpuinferSession"]()
+_SETTINGS_KEY = pytest.StashKey[options.Settings]()
 _PROBE_KEY = pytest.StashKey["tuple[options.Settings, Report]"]()
 _PLAN_KEY = pytest.StashKey["SharingPlan | None"]()
 
@@ -47,12 +48,19 @@ def pytest_addoption(parser: pytest.Parser) -> None:
     options.add_options(parser)
 
 
+def _settings(config: pytest.Config) -> options.Settings:
+    """The settings, resolved once per process (cached on the config)."""
+    if _SETTINGS_KEY not in config.stash:
+        config.stash[_SETTINGS_KEY] = options.resolve(config)
+    return config.stash[_SETTINGS_KEY]
+
+
 def _probe(config: pytest.Config) -> tuple[options.Settings, Report]:
-    """Resolve the settings and probe once per process (cached on the config)."""
+    """The settings and the probe report, made once per process (cached on the config)."""
     cached = config.stash.get(_PROBE_KEY, None)
     if cached is not None:
         return cached
-    settings = options.resolve(config)
+    settings = _settings(config)
     report = _probe_machine(settings)
     config.stash[_PROBE_KEY] = (settings, report)
     return settings, report
@@ -69,11 +77,13 @@ def _probe_machine(settings: options.Settings) -> Report:
         raise pytest.UsageError(f"gpuinfer: {source}={settings.profile!r}: {exc}") from None
 
 
-@pytest.hookimpl(optionalhook=True)
+# tryfirst: xdist's own impl (the CPU count) must not answer first, whatever order the
+# entry points were loaded in.
+@pytest.hookimpl(optionalhook=True, tryfirst=True)
 def pytest_xdist_auto_num_workers(config: pytest.Config) -> int | None:
     if not options.is_enabled(config):
         return None
-    from pytest_gpuinfer.xdist_support import auto_num_workers
+    from pytest_gpuinfer.plugin.xdist_support import auto_num_workers
 
     return auto_num_workers(_probe(config)[1], _sharing_plan(config))
 
@@ -82,7 +92,7 @@ def _sharing_plan(config: pytest.Config) -> SharingPlan | None:
     """``--gpuinfer-share`` > 1 in a controller: the plan, made once (see sharing.py)."""
     if _PLAN_KEY in config.stash:
         return config.stash[_PLAN_KEY]
-    from pytest_gpuinfer import sharing
+    from pytest_gpuinfer.plugin import sharing
 
     settings, report = _probe(config)
     plan = None
@@ -110,11 +120,16 @@ def pytest_configure(config: pytest.Config) -> None:
     if workerinput is not None:
         session = _configure_worker(config, workerinput)
     else:
-        settings, report = _probe(config)
-        session = GpuinferSession(config, settings, report)
+        settings = _settings(config)
         workers = _local_worker_count(config)
-        if workers or config.getoption("tx", None):
-            from pytest_gpuinfer.xdist_support import XdistHooks, check_worker_count
+        distributing = bool(workers or config.getoption("tx", None))
+        # A bad profile must stop the run now, and workers need the report to start; else
+        # the machine is probed when something first asks (a --co -q run never does).
+        eager = settings.profile is not None or distributing
+        session = GpuinferSession(config, settings, _probe(config)[1] if eager else None)
+        if distributing:
+            report = session.report
+            from pytest_gpuinfer.plugin.xdist_support import XdistHooks, check_worker_count
 
             plan = _sharing_plan(config) if workers else None
             check_worker_count(plan, report, workers)
@@ -127,7 +142,7 @@ def pytest_configure(config: pytest.Config) -> None:
 
 def _configure_worker(config: pytest.Config, workerinput: dict[str, Any]) -> GpuinferSession:
     """Pin this xdist worker to its GPUs before anything can initialise CUDA."""
-    from pytest_gpuinfer.xdist_support import pin_worker, sharing_guard, worker_setup
+    from pytest_gpuinfer.plugin.xdist_support import pin_worker, sharing_guard, worker_setup
 
     setup = worker_setup(workerinput, os.environ)
     if setup.settings_data is not None:
@@ -149,13 +164,10 @@ def _configure_worker(config: pytest.Config, workerinput: dict[str, Any]) -> Gpu
 
 
 def _register_fixture_module(config: pytest.Config) -> None:
-    import importlib.util
-
-    for name in ("pytest_gpuinfer.fixtures", "pytest_gpuinfer.bench.fixture"):
-        if config.pluginmanager.has_plugin(name) or config.pluginmanager.is_blocked(name):
-            continue
-        if importlib.util.find_spec(name) is not None:
-            config.pluginmanager.import_plugin(name)
+    # The module is light: it imports loading and bench only inside the fixture bodies.
+    name = "pytest_gpuinfer.plugin.fixtures"
+    if not (config.pluginmanager.has_plugin(name) or config.pluginmanager.is_blocked(name)):
+        config.pluginmanager.import_plugin(name)
 
 
 def _local_worker_count(config: pytest.Config) -> int:
@@ -172,6 +184,14 @@ def _session(config: pytest.Config) -> GpuinferSession | None:
     return config.stash.get(_SESSION_KEY, None)
 
 
+def requirements_of_node(node: pytest.Item) -> Requirements | None:
+    """The requirements the session parsed for ``node``; None when dormant or the mark is bad
+    (the test then fails with the mark's reason in setup)."""
+    session = _session(node.config)
+    parsed = session.parsed(node) if session is not None else None
+    return None if isinstance(parsed, str) else parsed
+
+
 class GpuinferSession:
     """The enabled plugin: one per process (controller or xdist worker)."""
 
@@ -179,22 +199,29 @@ class GpuinferSession:
         self,
         config: pytest.Config,
         settings: options.Settings,
-        report: Report,
+        report: Report | None,
         *,
         assignment: Assignment | None = None,
         workerid: str | None = None,
     ) -> None:
-        from pytest_gpuinfer.reporting import Recorder
+        from pytest_gpuinfer.plugin.reporting import Recorder
 
         self.config = config
         self.settings = settings
-        self.report = report
+        self._report = report
         self.assignment = assignment
         self.workerid = workerid
         self.recorder = Recorder()
         self.sharing_guard: SharingGuard | None = None
         self._data_key = pytest.StashKey[dict[str, Any]]()
-        self._parsed: dict[str, Requirements] = {}
+        self._parsed: dict[str, Requirements | str] = {}
+
+    @property
+    def report(self) -> Report:
+        """The probe report this process gates by (probed on first use)."""
+        if self._report is None:
+            self._report = _probe(self.config)[1]
+        return self._report
 
     @property
     def no_gpu_reason(self) -> str | None:
@@ -206,28 +233,29 @@ class GpuinferSession:
 
     # -- collection ---------------------------------------------------------------------
 
-    def requirements_of(self, node: pytest.Item | Any, nodeid: str) -> Requirements:
-        from pytest_gpuinfer.requirements import RequirementError, parse
+    def parsed(self, node: pytest.Item | Any) -> Requirements | str:
+        """The node's marks parsed into Requirements, or the one-line error of a bad mark."""
+        from pytest_gpuinfer.requirements.marker import RequirementError, parse
 
         marks = [(mark.args, mark.kwargs) for mark in node.iter_markers("gpuinfer")]
         # Suites repeat the same marks (module marks, shared aliases): parse each once.
         key = repr(marks)
         cached = self._parsed.get(key)
-        if cached is not None:
-            return cached
-        try:
-            requirements = parse(marks)
-        except RequirementError as exc:
-            error = str(exc)
-        else:
-            self._parsed[key] = requirements
-            return requirements
-        # Raised outside the except block, so that no exception chain is printed.
-        pytest.fail(f"{nodeid}: @pytest.mark.gpuinfer: {error}", pytrace=False)
+        if cached is None:
+            try:
+                cached = parse(marks)
+            except RequirementError as exc:
+                cached = str(exc)
+            self._parsed[key] = cached
+        return cached
+
+    def requirements_of(self, node: pytest.Item | Any, nodeid: str) -> Requirements:
+        parsed = self.parsed(node)
+        if isinstance(parsed, str):
+            pytest.fail(f"{nodeid}: @pytest.mark.gpuinfer: {parsed}", pytrace=False)
+        return parsed
 
     def pytest_generate_tests(self, metafunc: pytest.Metafunc) -> None:
-        from pytest_gpuinfer.requirements_check import mode_reason
-
         definition = metafunc.definition
         wants_mode = "inference_mode" in metafunc.fixturenames
         # A keyword lookup up the node chain is far cheaper than iter_markers; it can only
@@ -255,7 +283,12 @@ class GpuinferSession:
                 f"{source} ({','.join(settings.modes)})"
             )
             params = [pytest.param(None, id="no-mode", marks=pytest.mark.skip(reason=reason))]
+        elif self.config.option.collectonly:
+            # Nothing runs, so the modes' skip marks would never show: do not probe for them.
+            params = [pytest.param(mode, id=mode) for mode in modes]
         else:
+            from pytest_gpuinfer.requirements.check import mode_reason
+
             params = []
             for mode in modes:
                 why = mode_reason(self.report, mode)
@@ -269,21 +302,17 @@ class GpuinferSession:
         data = item.stash.get(self._data_key, None)
         if data is not None:
             return data
-        from pytest_gpuinfer.requirements import RequirementError, parse
-
-        try:
-            requirements = parse([(m.args, m.kwargs) for m in item.iter_markers("gpuinfer")])
-            requirements_data = requirements.to_dict()
-            marked = requirements.marked
-        except RequirementError:
+        parsed = self.parsed(item)
+        if isinstance(parsed, str):
             requirements_data, marked = {}, True
+        else:
+            requirements_data, marked = parsed.to_dict(), parsed.marked
         callspec = getattr(item, "callspec", None)
         mode = callspec.params.get("inference_mode") if callspec is not None else None
         fixturenames = set(getattr(item, "fixturenames", ()))
         data = {
             "mode": mode,
             "requirements": requirements_data,
-            "gated": marked or bool(fixturenames & GPU_FIXTURES),
             "gpu_test": marked or bool(fixturenames & GPU_FIXTURES),
             "worker": self.workerid,
             "visible_devices": (
@@ -294,8 +323,8 @@ class GpuinferSession:
         return data
 
     def pytest_runtest_setup(self, item: pytest.Item) -> None:
-        from pytest_gpuinfer.gating import simulated_reason, unmet
-        from pytest_gpuinfer.requirements_check import evaluate
+        from pytest_gpuinfer.plugin.gating import simulated_reason, unmet
+        from pytest_gpuinfer.requirements.check import evaluate
 
         requirements = self.requirements_of(item, item.nodeid)
         callspec = getattr(item, "callspec", None)
@@ -339,13 +368,13 @@ class GpuinferSession:
     # -- reporting ----------------------------------------------------------------------
 
     def pytest_report_header(self, config: pytest.Config) -> list[str]:
-        from pytest_gpuinfer.reporting import header_lines
+        from pytest_gpuinfer.plugin.reporting import header_lines
 
         note = None
         workers = _local_worker_count(config)
         if workers:
-            from pytest_gpuinfer.requirements_check import usable_gpus
-            from pytest_gpuinfer.xdist_support import policy_line
+            from pytest_gpuinfer.plugin.xdist_support import policy_line
+            from pytest_gpuinfer.requirements.check import usable_gpus
 
             gpu_count = len(usable_gpus(self.report))
             plan = config.stash.get(_PLAN_KEY, None)
@@ -365,7 +394,7 @@ class GpuinferSession:
         xml = self.config.stash.get(xml_key, None)
         if xml is None:
             return
-        from pytest_gpuinfer.reporting import hardware_properties
+        from pytest_gpuinfer.plugin.reporting import hardware_properties
 
         for name, value in hardware_properties(self.report):
             xml.add_global_property(name, value)
@@ -374,8 +403,8 @@ class GpuinferSession:
         path = self.settings.requirements_path
         if path is None or self.workerid not in (None, "gw0"):
             return  # under xdist the controller does not collect: worker gw0 writes it
-        from pytest_gpuinfer.reporting import write_json_atomically
-        from pytest_gpuinfer.requirements_export import CollectedTest, export
+        from pytest_gpuinfer.fleet.export import CollectedTest, export
+        from pytest_gpuinfer.plugin.reporting import write_json_atomically
 
         tests = []
         for item in session.items:
@@ -388,12 +417,14 @@ class GpuinferSession:
         write_json_atomically(path, export(tests, modes=self.settings.modes))
 
     def pytest_sessionfinish(self, session: pytest.Session, exitstatus: int) -> None:
-        from pytest_gpuinfer.sharing import in_sharing_pass
-
         path = self.settings.report_path
-        if self.workerid is not None or path is None or in_sharing_pass():
+        if self.workerid is not None or path is None:
             return
-        from pytest_gpuinfer.reporting import json_report, write_json_atomically
+        from pytest_gpuinfer.plugin.sharing import in_sharing_pass
+
+        if in_sharing_pass():
+            return
+        from pytest_gpuinfer.plugin.reporting import json_report, write_json_atomically
 
         data = json_report(
             self.report, self.settings.to_dict(), self.recorder.records.values(), exitstatus
@@ -403,12 +434,13 @@ class GpuinferSession:
     def pytest_terminal_summary(self, terminalreporter: Any) -> None:
         if self.workerid is not None:
             return
+        from pytest_gpuinfer.plugin.reporting import summary_lines
         from pytest_gpuinfer.probes.report import MODES
-        from pytest_gpuinfer.reporting import summary_lines
 
         terminalreporter.write_sep("=", "gpuinfer summary")
         gated = self.recorder.gated()
-        if self.report.simulated:
+        # A profile is probed at configure; an unprobed machine is no simulated one.
+        if self._report is not None and self._report.simulated:
             terminalreporter.write_line(
                 f"simulated profile {self.report.profile}: gating as on that GPU, "
                 "GPU tests not executed"
@@ -425,7 +457,7 @@ class GpuinferSession:
     def pytest_benchmark_update_machine_info(
         self, config: pytest.Config, machine_info: dict[str, Any]
     ) -> None:
-        from pytest_gpuinfer.reporting import machine_info as gpu_machine_info
+        from pytest_gpuinfer.plugin.reporting import machine_info as gpu_machine_info
 
         machine_info["gpuinfer"] = gpu_machine_info(self.report)
 
@@ -466,21 +498,21 @@ def inference_mode(request: pytest.FixtureRequest) -> str:
 
 
 # Stand-ins while the plugin is dormant, so a suite that uses the loading fixtures skips
-# with the reason instead of "fixture not found". Enabled, pytest_gpuinfer.fixtures is
+# with the reason instead of "fixture not found". Enabled, pytest_gpuinfer.plugin.fixtures is
 # registered after this module and its definitions take precedence.
 @pytest.fixture
 def load_model() -> None:
-    """Loads a model in an inference mode (see pytest_gpuinfer.fixtures); needs --gpuinfer."""
+    """Loads a model in a mode (see pytest_gpuinfer.plugin.fixtures); needs --gpuinfer."""
     pytest.skip(NOT_ENABLED)
 
 
 @pytest.fixture
 def gpuinfer_model() -> None:
-    """The --gpuinfer-model model in the current mode (see pytest_gpuinfer.fixtures)."""
+    """The --gpuinfer-model model in the current mode (see pytest_gpuinfer.plugin.fixtures)."""
     pytest.skip(NOT_ENABLED)
 
 
 @pytest.fixture
 def gpuinfer_bench() -> None:
-    """Measures a loaded model as `gpuinfer bench` does (see pytest_gpuinfer.bench.fixture)."""
+    """Measures a loaded model as `gpuinfer bench` does (see pytest_gpuinfer.plugin.fixtures)."""
     pytest.skip(NOT_ENABLED)

@@ -1,7 +1,7 @@
 """Opt-in fixtures that compare every mode with one full-precision reference model.
 
 Load them from the top-level ``conftest.py`` with ``pytest_plugins =
-["pytest_gpuinfer.reference"]`` (or ``-p pytest_gpuinfer.reference``):
+["pytest_gpuinfer.plugin.reference"]`` (or ``-p pytest_gpuinfer.plugin.reference``):
 
 - ``model_path`` (session): the model under test: ``--gpuinfer-model`` / ini
   ``gpuinfer_model`` / ``GPUINFER_MODEL`` when set, else the tiny trained LM this package

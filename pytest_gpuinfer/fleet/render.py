@@ -5,7 +5,7 @@ from __future__ import annotations
 import html
 from collections import Counter
 
-from pytest_gpuinfer.merge import Cell, Coverage, Machine, ModeMatrix, groups_by_gpu
+from pytest_gpuinfer.fleet.merge import Cell, Coverage, Machine, ModeMatrix, groups_by_gpu
 
 _SHORT = {
     "passed": "pass",

@@ -264,10 +264,10 @@ def _count(value: object, source: str) -> int:
 def parse_modes(value: str, source: str) -> tuple[str, ...]:
     """Parse "fp16,int8" into known, de-duplicated modes, or raise a UsageError."""
     from pytest_gpuinfer.probes.errors import InputError
-    from pytest_gpuinfer.probes.report import parse_modes as parse
+    from pytest_gpuinfer.probes.modes import parse_mode_list
 
     try:
-        return parse(value)
+        return tuple(mode.name for mode in parse_mode_list(value))
     except InputError as exc:
         raise pytest.UsageError(f"gpuinfer: {source}={value!r}: {exc}") from None
 

@@ -7,12 +7,18 @@ decided it. Nothing here imports pytest hooks.
 from __future__ import annotations
 
 import functools
-from collections.abc import Mapping
-from typing import Any
+from typing import TYPE_CHECKING
 
 from pytest_gpuinfer.probes.errors import InputError
 from pytest_gpuinfer.probes.report import GPUInfo, Report, Status
-from pytest_gpuinfer.requirements import DEFAULT_WORKLOAD_MODE, Requirements
+from pytest_gpuinfer.requirements.marker import (
+    DEFAULT_WORKLOAD_MODE,
+    DeclaredWorkload,
+    Requirements,
+)
+
+if TYPE_CHECKING:
+    from pytest_gpuinfer.probes.memory_workload import Workload, WorkloadEstimate
 
 
 def usable_gpus(report: Report) -> list[GPUInfo]:
@@ -198,27 +204,25 @@ def evaluate(
 
 
 @functools.lru_cache(maxsize=64)
-def _predicted(model: str, mode: str, batch: int, seq: int, new: int) -> Any:
+def _predicted(model: str, mode: str, sizes: Workload) -> WorkloadEstimate:
+    # Once per (model, mode, sizes): suites mark many tests with the same workload. The
+    # probes' call still takes the sizes as numbers (memory_fit.estimate_workload_of).
     from pytest_gpuinfer.probes.memory_fit import estimate_workload_of
 
-    return estimate_workload_of(model, mode, batch, seq, new)
+    return estimate_workload_of(model, mode, sizes.batch_size, sizes.seq_len, sizes.new_tokens)
 
 
-def workload_reason(workload: Mapping[str, Any], mode: str, gpu: GPUInfo) -> str | None:
+def workload_reason(workload: DeclaredWorkload, mode: str, gpu: GPUInfo) -> str | None:
     """Why ``workload`` would not fit ``gpu`` in ``mode`` (None when it fits), with figures."""
     from pytest_gpuinfer.probes.memory_units import format_bytes
-    from pytest_gpuinfer.probes.memory_workload import (
-        DEFAULT_BATCH_SIZE,
-        DEFAULT_NEW_TOKENS,
-        DEFAULT_SEQ_LEN,
-    )
 
-    batch = int(workload.get("batch_size", DEFAULT_BATCH_SIZE))
-    seq = int(workload.get("seq_len", DEFAULT_SEQ_LEN))
-    new = int(workload.get("new_tokens", DEFAULT_NEW_TOKENS))
-    what = f"workload {batch} x {seq} + {new} new tokens of {workload['model']} in {mode}"
+    sizes = workload.sizes
+    what = (
+        f"workload {sizes.batch_size} x {sizes.seq_len} + {sizes.new_tokens} new tokens of "
+        f"{workload.model} in {mode}"
+    )
     try:
-        predicted = _predicted(str(workload["model"]), mode, batch, seq, new)
+        predicted = _predicted(workload.model, mode, sizes)
     except InputError as error:
         return f"{what} cannot be estimated: {error}"
     free = gpu.free_memory_bytes
@@ -244,7 +248,7 @@ def _describe_per_gpu(requirements: Requirements) -> str:
 
     parts = []
     if requirements.workload is not None:
-        parts.append(f"workload of {requirements.workload['model']}")
+        parts.append(f"workload of {requirements.workload.model}")
     if requirements.compute_capability is not None:
         parts.append(f"compute_capability {requirements.compute_capability.text}")
     for key, needed in (

@@ -11,12 +11,14 @@ import json
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from pytest_gpuinfer.probes.errors import InputError
+from pytest_gpuinfer.schemas import MERGE, REPORT
 
-MERGE_SCHEMA = "pytest-gpuinfer/merge"
-MERGE_SCHEMA_VERSION = "1"
+if TYPE_CHECKING:
+    from pytest_gpuinfer.probes.report import Report
+
 NOT_COLLECTED = "not collected"
 RAN = frozenset({"passed", "failed", "error", "xfailed", "xpassed"})
 """Outcomes that mean the test body ran (a skip or an absence does not)."""
@@ -129,25 +131,24 @@ def _read_json(path: Path) -> Any:
         ) from None
 
 
-def _gpu_summary(gpus: Sequence[Mapping[str, Any]]) -> str:
+def _gpu_summary(report: Report) -> str:
     from collections import Counter
 
     labels: Counter[str] = Counter()
-    for gpu in gpus:
-        name = gpu.get("name") or "unknown GPU"
-        capability = gpu.get("compute_capability")
-        labels[f"{name} ({capability})" if capability else name] += 1
+    for gpu in report.gpus:
+        name = gpu.name or "unknown GPU"
+        capability = gpu.compute_capability
+        labels[f"{name} ({capability[0]}.{capability[1]})" if capability else name] += 1
     return ", ".join(f"{n} x {label}" for label, n in labels.items()) or "no GPU"
 
 
 def _test_run(path: Path, data: Mapping[str, Any], name: str | None) -> TestRun:
-    from pytest_gpuinfer.reporting import REPORT_SCHEMA_VERSION
-
+    # Reports written before the ``schema`` key was added carry only the version.
     version = data.get("schema_version")
-    if version != REPORT_SCHEMA_VERSION or not isinstance(data.get("machine"), Mapping):
+    if version != REPORT.version or not isinstance(data.get("machine"), Mapping):
         raise InputError(
             f"{path} is a pytest-gpuinfer report of schema_version {version!r}; expected "
-            f"{REPORT_SCHEMA_VERSION!r} (re-run the suite with this pytest-gpuinfer)"
+            f"{REPORT.version!r} (re-run the suite with this pytest-gpuinfer)"
         )
     machine_data = data["machine"]
     machine = Machine(
@@ -165,8 +166,9 @@ def _test_run(path: Path, data: Mapping[str, Any], name: str | None) -> TestRun:
     return TestRun(machine, outcomes, data.get("exitstatus"))
 
 
-def _audit_run(path: Path, data: Mapping[str, Any], name: str | None) -> AuditRun:
-    from pytest_gpuinfer.probes.report import SCHEMA_VERSION
+def _audit_report(path: Path, data: Mapping[str, Any]) -> Report:
+    """The audit JSON through its one reader, ``Report.from_dict``; InputError if damaged."""
+    from pytest_gpuinfer.probes.report import SCHEMA_VERSION, Report
 
     version = data.get("schema_version")
     if version != SCHEMA_VERSION:
@@ -174,19 +176,23 @@ def _audit_run(path: Path, data: Mapping[str, Any], name: str | None) -> AuditRu
             f"{path} is a `gpuinfer audit --json` report of schema_version {version!r}; "
             f"expected {SCHEMA_VERSION!r}"
         )
-    gpus = [g for g in data.get("gpus") or [] if isinstance(g, Mapping)]
-    profile = data.get("profile")
+    try:
+        return Report.from_dict(dict(data))
+    except (KeyError, TypeError, ValueError, AttributeError) as error:
+        raise InputError(f"{path}: a damaged `gpuinfer audit --json` report ({error})") from None
+
+
+def _audit_run(path: Path, report: Report, name: str | None) -> AuditRun:
+    profile = report.profile
     machine = Machine(
         name=name or (f"profile={profile}" if profile else path.stem),
         source=str(path),
-        gpu_summary=_gpu_summary(gpus),
+        gpu_summary=_gpu_summary(report),
         profile=profile,
     )
-    verdicts = {
-        mode: Cell(str(v.get("status")), v.get("reason") or None)
-        for mode, v in (data.get("verdicts") or {}).items()
-    }
-    fit = data.get("memory_fit") or {}
+    verdicts = {mode: Cell(v.status.value, v.reason or None) for mode, v in report.verdicts.items()}
+    # Report.memory_fit stays a plain dict in probes (MemoryFit.to_dict's shape).
+    fit = report.memory_fit or {}
     fits = {
         mode: Cell(str(f.get("status")), f.get("reason") or None)
         for mode, f in (fit.get("fits") or {}).items()
@@ -195,11 +201,11 @@ def _audit_run(path: Path, data: Mapping[str, Any], name: str | None) -> AuditRu
     return AuditRun(machine, verdicts, fits, model)
 
 
-def _fingerprint(path: Path, data: Mapping[str, Any]) -> str | None:
+def _fingerprint(report: Report) -> str | None:
     """What makes two audit reports the same machine: its GPUs' UUIDs, its profile."""
-    uuids = sorted(str(g.get("uuid")) for g in data.get("gpus") or [] if g.get("uuid"))
-    if data.get("profile"):
-        return f"profile {data['profile']}"
+    uuids = sorted(str(g.uuid) for g in report.gpus if g.uuid)
+    if report.profile:
+        return f"profile {report.profile}"
     if uuids:
         return "GPUs " + ",".join(uuids)
     return None
@@ -223,8 +229,9 @@ def load(arguments: Sequence[str]) -> tuple[list[TestRun], list[AuditRun]]:
             key, machine = f"tests {run.machine.name}", run.machine
             runs.append(run)
         elif isinstance(data, Mapping) and "verdicts" in data and "software" in data:
-            audit = _audit_run(path, data, name)
-            fingerprint = None if name else _fingerprint(path, data)
+            report = _audit_report(path, data)
+            audit = _audit_run(path, report, name)
+            fingerprint = None if name else _fingerprint(report)
             key, machine = f"audit {fingerprint or audit.machine.name}", audit.machine
             audits.append(audit)
         else:
@@ -277,7 +284,7 @@ def _machine_dict(machine: Machine) -> dict[str, Any]:
 
 def to_json(cov: Coverage | None, matrix: ModeMatrix | None) -> dict[str, Any]:
     """The merged view as one JSON document (schema ``pytest-gpuinfer/merge`` 1)."""
-    data: dict[str, Any] = {"schema": MERGE_SCHEMA, "schema_version": MERGE_SCHEMA_VERSION}
+    data: dict[str, Any] = dict(MERGE.stamp())
     if cov is not None:
         data["coverage"] = {
             "machines": [_machine_dict(m) for m in cov.machines],

@@ -1,19 +1,25 @@
 """What a ``@pytest.mark.gpuinfer(...)`` mark asks for: parsing and validating its keywords.
 
 Parsing validates every keyword and value (``RequirementError`` names the bad one);
-:mod:`pytest_gpuinfer.requirements_check` judges the result against a report. Nothing
-here imports pytest hooks.
+:mod:`pytest_gpuinfer.requirements.check` judges the result against a report. The plugin
+parses each test's marks once; the fleet parses an exported marker with the same call.
 """
 
 from __future__ import annotations
 
+import functools
 import re
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from pytest_gpuinfer.probes.errors import InputError
-from pytest_gpuinfer.probes.report import MODES
+from pytest_gpuinfer.probes.modes import MODES
+
+if TYPE_CHECKING:
+    from packaging.specifiers import SpecifierSet
+
+    from pytest_gpuinfer.probes.memory_workload import Workload
 
 KEYWORDS: tuple[str, ...] = (
     "modes",
@@ -33,7 +39,7 @@ WORKLOAD_KEYS: tuple[str, ...] = ("model", "batch_size", "seq_len", "new_tokens"
 DEFAULT_WORKLOAD_MODE = "fp16"
 """The mode a workload is judged in when neither the test nor the mark names one."""
 
-_CLAUSE = re.compile(r"\s*(>=|<=|==|!=|>|<)\s*(\d+)(?:\.(\d+))?\s*")
+_CLAUSE = re.compile(r"(>=|<=|==|!=|>|<)\d+(\.\d+)?")
 
 
 class RequirementError(InputError):
@@ -42,27 +48,20 @@ class RequirementError(InputError):
 
 @dataclass(frozen=True)
 class CapabilitySpec:
-    """A compute capability constraint such as ``>=8.0,<9.0``."""
+    """A compute capability constraint such as ``>=8.0,<9.0`` (packaging's specifiers)."""
 
     text: str
-    clauses: tuple[tuple[str, tuple[int, int]], ...]
 
     def contains(self, capability: tuple[int, int]) -> bool:
-        return all(_compare(capability, op, bound) for op, bound in self.clauses)
+        return _specifier(self.text).contains(f"{capability[0]}.{capability[1]}")
 
 
-def _compare(value: tuple[int, int], op: str, bound: tuple[int, int]) -> bool:
-    if op == ">=":
-        return value >= bound
-    if op == "<=":
-        return value <= bound
-    if op == ">":
-        return value > bound
-    if op == "<":
-        return value < bound
-    if op == "==":
-        return value == bound
-    return value != bound
+@functools.cache
+def _specifier(text: str) -> SpecifierSet:
+    # packaging.specifiers costs ~10 ms to import: judged at setup, never at collection.
+    from packaging.specifiers import SpecifierSet
+
+    return SpecifierSet(text)
 
 
 def parse_capability_spec(text: object) -> CapabilitySpec:
@@ -70,14 +69,19 @@ def parse_capability_spec(text: object) -> CapabilitySpec:
     expected = "expected comparisons like '>=7.5', '==8.0' or '>=8.0,<9.0'"
     if not isinstance(text, str):
         raise RequirementError(f"compute_capability={text!r} is not a string; {expected}")
-    clauses: list[tuple[str, tuple[int, int]]] = []
-    for part in text.split(","):
-        match = _CLAUSE.fullmatch(part)
-        if match is None:
-            raise RequirementError(f"compute_capability={text!r} is not understood; {expected}")
-        op, major, minor = match.groups()
-        clauses.append((op, (int(major), int(minor or 0))))
-    return CapabilitySpec(text=text.replace(" ", ""), clauses=tuple(clauses))
+    compact = text.replace(" ", "")
+    # Plain comparisons of major.minor only: no "~=", wildcards or an empty clause.
+    if not all(_CLAUSE.fullmatch(clause) for clause in compact.split(",")):
+        raise RequirementError(f"compute_capability={text!r} is not understood; {expected}")
+    return CapabilitySpec(text=compact)
+
+
+@dataclass(frozen=True)
+class DeclaredWorkload:
+    """``workload={...}``: the model it runs and the audit's own ``Workload`` of sizes."""
+
+    model: str
+    sizes: Workload
 
 
 @dataclass(frozen=True)
@@ -91,8 +95,7 @@ class Requirements:
     total_memory_bytes: int | None = None
     tensor_cores: tuple[str, ...] = ()
     packages: Mapping[str, str] = field(default_factory=dict)
-    workload: Mapping[str, Any] | None = None
-    """{"model": path, "batch_size": B, "seq_len": S, "new_tokens": N}, validated."""
+    workload: DeclaredWorkload | None = None
     raw: Mapping[str, Any] = field(default_factory=dict)
     """The keywords as written (merged), for reports."""
     marked: bool = False
@@ -102,17 +105,6 @@ class Requirements:
     def gpus_needed(self) -> int:
         """How many GPUs the per-GPU requirements are checked on (at least one)."""
         return self.gpus or 1
-
-    @property
-    def asks_for_gpu(self) -> bool:
-        return (
-            self.gpus is not None
-            or self.compute_capability is not None
-            or self.free_memory_bytes is not None
-            or self.total_memory_bytes is not None
-            or bool(self.tensor_cores)
-            or self.workload is not None
-        )
 
     @property
     def declared_memory_bytes(self) -> int | None:
@@ -197,7 +189,7 @@ def _packages(value: object) -> dict[str, str]:
     return packages
 
 
-def _workload(value: object) -> dict[str, Any]:
+def _workload(value: object) -> DeclaredWorkload:
     import os
 
     example = "expected a dict such as {'model': 'path/to/model', 'batch_size': 8, 'seq_len': 2048}"
@@ -212,7 +204,9 @@ def _workload(value: object) -> dict[str, Any]:
     model = value.get("model")
     if not isinstance(model, str | os.PathLike) or not os.fspath(model):
         raise RequirementError(f"workload={value!r} has no 'model' path; {example}")
-    workload: dict[str, Any] = {"model": os.fspath(model)}
+    from pytest_gpuinfer.probes.memory_workload import Workload
+
+    sizes: dict[str, int] = {}
     for key, low in (("batch_size", 1), ("seq_len", 1), ("new_tokens", 0)):
         if key not in value:
             continue
@@ -221,8 +215,8 @@ def _workload(value: object) -> dict[str, Any]:
             raise RequirementError(
                 f"workload={value!r}: {key}={number!r} is not a whole number >= {low}"
             )
-        workload[key] = number
-    return workload
+        sizes[key] = number
+    return DeclaredWorkload(os.fspath(model), Workload(**sizes))
 
 
 def _gpus(value: object) -> int:

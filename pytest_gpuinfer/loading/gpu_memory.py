@@ -3,17 +3,9 @@
 from __future__ import annotations
 
 import gc
-import json
-import os
 from collections.abc import Mapping
 from typing import Any
 
-from pytest_gpuinfer.probes.modes import MODE_INFO, dtype_bytes
-from pytest_gpuinfer.probes.sources import WEIGHT_SUFFIXES, resolve_source
-
-# Rough bytes per parameter beyond the quantized weights themselves: quantized modes keep
-# norms and embeddings in 16-bit and add per-row scales or per-block absmax.
-_QUANTIZED_EXTRA_BYTES = 0.3
 _AUTO_MAPS = ("auto", "balanced", "sequential", "balanced_low_0")
 
 
@@ -95,39 +87,6 @@ def free_gpu_memory(ordinals: list[int]) -> dict[int, int]:
     import torch
 
     return {ordinal: int(torch.cuda.mem_get_info(ordinal)[0]) for ordinal in ordinals}
-
-
-def estimate_load_bytes(name_or_path: str | os.PathLike[str], mode: str) -> int | None:
-    """Bytes a load in ``mode`` needs: the memory estimate from the config, else a rough
-    one from the weight files and their stored dtype.
-
-    None for a hub id that is not cached locally.
-    """
-    try:
-        from pytest_gpuinfer.probes.memory_fit import estimate_model_memory
-
-        return estimate_model_memory(os.fspath(name_or_path), (mode,)).weights_bytes(mode)
-    except Exception:  # an estimate must never break a load; fall back to file sizes
-        pass
-    source = resolve_source(name_or_path)
-    if source.directory is None:
-        return None
-    weights = [p for p in source.directory.iterdir() if p.is_file() and p.suffix in WEIGHT_SUFFIXES]
-    if not weights:
-        return None
-    file_bytes = sum(p.stat().st_size for p in weights)
-    try:
-        config = json.loads((source.directory / "config.json").read_text(encoding="utf-8"))
-    except (OSError, ValueError):
-        config = {}
-    stored = config.get("dtype") or config.get("torch_dtype") or "float32"
-    stored_bytes = dtype_bytes(str(stored)) or 4
-    info = MODE_INFO[mode]
-    if info.bits is not None:
-        per_weight = info.bits / 8 + _QUANTIZED_EXTRA_BYTES
-    else:
-        per_weight = float(dtype_bytes(info.weight_dtype or "float16") or 2)
-    return int(file_bytes / stored_bytes * per_weight)
 
 
 def memory_in_use() -> int:

@@ -12,10 +12,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from pytest_gpuinfer.requirements import Requirements, parse
+from pytest_gpuinfer.requirements.marker import Requirements, parse
+from pytest_gpuinfer.schemas import REQUIREMENTS
 
-EXPORT_SCHEMA = "pytest-gpuinfer/requirements"
-EXPORT_SCHEMA_VERSION = "1"
+EXPORT_SCHEMA = REQUIREMENTS.schema
+EXPORT_SCHEMA_VERSION = REQUIREMENTS.version
 
 
 @dataclass(frozen=True)
@@ -58,8 +59,7 @@ def export(tests: Iterable[CollectedTest], *, modes: Iterable[str]) -> dict[str,
     gpu = [r for r in records if r["gpu_test"]]
     needs = [r["memory_need_bytes"] for r in gpu if r["memory_need_bytes"] is not None]
     return {
-        "schema": EXPORT_SCHEMA,
-        "schema_version": EXPORT_SCHEMA_VERSION,
+        **REQUIREMENTS.stamp(),
         "pytest_gpuinfer": plugin_version(),
         "modes_selected": list(modes),
         "summary": {
@@ -99,11 +99,7 @@ def load_export(path: Path) -> dict[str, Any]:
         raise InputError(f"cannot read {path}: {error.strerror}") from None
     except ValueError:
         raise InputError(f"{path} is not JSON; expected a --gpuinfer-requirements export") from None
-    if not isinstance(data, dict) or data.get("schema") != EXPORT_SCHEMA:
-        raise InputError(f"{path} is not a --gpuinfer-requirements export")
-    if data.get("schema_version") != EXPORT_SCHEMA_VERSION:
-        raise InputError(
-            f"{path} has requirements schema_version {data.get('schema_version')!r}; "
-            f"expected {EXPORT_SCHEMA_VERSION!r}"
-        )
-    return data
+    try:
+        return dict(REQUIREMENTS.check(data, path))
+    except ValueError as error:
+        raise InputError(str(error)) from None

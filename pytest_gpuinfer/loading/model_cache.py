@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import contextlib
 import copy
 import os
 import time
@@ -10,9 +9,9 @@ from collections import OrderedDict
 from collections.abc import Iterator
 from typing import TYPE_CHECKING, Any
 
-from pytest_gpuinfer import gpu_memory
-from pytest_gpuinfer.load_request import CacheKey, LoadRequest
-from pytest_gpuinfer.loader import LoadedModel, default_report, gate, load_request
+from pytest_gpuinfer.loading import gpu_memory
+from pytest_gpuinfer.loading.loader import LoadedModel, default_report, gate, load_request
+from pytest_gpuinfer.loading.request import CacheKey, LoadRequest
 from pytest_gpuinfer.probes.modes import MODE_INFO
 
 if TYPE_CHECKING:
@@ -87,15 +86,9 @@ class ModelCache:
     def _make_room(self, request: LoadRequest) -> None:
         if not self._entries:
             return
-        needed = gpu_memory.estimate_load_bytes(request.source.name, request.mode)
-        if request.workload is not None and needed is not None:
-            from pytest_gpuinfer.probes.memory_fit import estimate_workload_of
+        from pytest_gpuinfer.loading.estimate import estimate_load
 
-            # An estimate must never break a load: keep the weights figure on any error.
-            with contextlib.suppress(Exception):
-                needed = estimate_workload_of(
-                    request.source.name, request.mode, *request.workload
-                ).peak_bytes
+        needed = estimate_load(request.source, request.mode, request.workload).needed_bytes
         if needed is None:
             return
         ordinals = gpu_memory.gpu_ordinals(request.device_map, request.max_memory)

@@ -14,18 +14,16 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from pytest_gpuinfer import gpu_memory
-from pytest_gpuinfer.load_plan import (
+from pytest_gpuinfer.loading import gpu_memory
+from pytest_gpuinfer.loading.plan import (
     check_attention,
     dtype_keyword,
     model_class_for,
     plan_load,
     sdpa_plan,
 )
-from pytest_gpuinfer.load_request import (
+from pytest_gpuinfer.loading.request import (
     DEFAULT_DEVICE_MAP,
-    INT8_OPTIONS,
-    NF4_OPTIONS,
     LoadRequest,
 )
 from pytest_gpuinfer.probes.errors import (
@@ -43,6 +41,7 @@ from pytest_gpuinfer.probes.sources import (
 )
 
 if TYPE_CHECKING:
+    from pytest_gpuinfer.probes.memory_workload import Workload
     from pytest_gpuinfer.probes.report import Report
 
 _TOKENIZER_FILES = (
@@ -170,11 +169,13 @@ def _has_tokenizer(directory: Path) -> bool:
 
 def _from_pretrained(
     auto_class: Any,
-    source: ModelSource,
-    mode: str,
+    request: LoadRequest,
     kwargs: dict[str, Any],
     ordinals: list[int],
 ) -> Any:
+    from pytest_gpuinfer.loading.estimate import estimate_load
+
+    source, mode = request.source, request.mode
     free_before = gpu_memory.free_gpu_memory(ordinals) if ordinals else {}
     oom_detail: str | None = None
     try:
@@ -190,7 +191,9 @@ def _from_pretrained(
         source.name,
         mode,
         needed_bytes=(
-            gpu_memory.estimate_load_bytes(source.name, mode) if source.directory else None
+            estimate_load(source, mode, request.workload).weights_bytes
+            if source.directory
+            else None
         ),
         free_bytes=free_before,
         detail=oom_detail,
@@ -205,7 +208,7 @@ def load_model(
     max_memory: str | Mapping[Any, Any] | None = None,
     task: str = "causal-lm",
     report: Report | None = None,
-    workload: tuple[int, ...] | None = None,
+    workload: Workload | tuple[int, ...] | None = None,
     **kwargs: Any,
 ) -> LoadedModel:
     """Load a model (and its tokenizer, when the directory has one) in one inference mode.
@@ -216,10 +219,10 @@ def load_model(
     ``"auto"`` spreads it over every GPU. ``max_memory`` takes accelerate's dict or the
     string form "0=20GiB,cpu=64GiB". int8 options (:data:`INT8_OPTIONS`) and nf4 options
     (:data:`NF4_OPTIONS`) are keyword arguments; other keywords go to ``from_pretrained``.
-    ``report`` is the probe's report; None probes this machine. ``workload`` is
-    ``(batch_size, seq_len[, new_tokens])``: when given, the predicted peak of that
-    ``generate()`` (the audit's workload estimate) must fit the free memory of the GPUs
-    the load may use, checked before anything is loaded.
+    ``report`` is the probe's report; None probes this machine. ``workload`` is the
+    audit's ``Workload`` or ``(batch_size, seq_len[, new_tokens])``: when given, the
+    predicted peak of that ``generate()`` (the audit's workload estimate) must fit the free
+    memory of the GPUs the load may use, checked before anything is loaded.
 
     Raises:
         InputError: bad mode, task, path, weights, max_memory or keyword arguments.
@@ -252,7 +255,7 @@ def load_request(request: LoadRequest, report: Report | None = None) -> LoadedMo
         check_weights(source.directory)
     kwargs = dict(request.kwargs)
     auto_class = getattr(transformers, TASKS[task])
-    options = {k: kwargs.pop(k) for k in (*INT8_OPTIONS, *NF4_OPTIONS) if k in kwargs}
+    options = {k: kwargs.pop(k) for k in request.info.load_options if k in kwargs}
     config = _load_config(transformers, source)
     model_class = model_class_for(auto_class, config)
     if model_class is None and getattr(auto_class, "_model_mapping", None) is not None:
@@ -283,19 +286,20 @@ def load_request(request: LoadRequest, report: Report | None = None) -> LoadedMo
         check_workload_fits(request, ordinals)
 
     started = time.perf_counter()
-    model = _from_pretrained(auto_class, source, mode, load_kwargs, ordinals)
+    model = _from_pretrained(auto_class, request, load_kwargs, ordinals)
     applied, fallback, is_bt = plan.applied, plan.fallback, False
     if plan.bettertransformer:
         model, applied, fallback, is_bt = _finish_bettertransformer(
-            model, auto_class, source, mode, load_kwargs, ordinals, model_class
+            model, auto_class, request, load_kwargs, ordinals, model_class
         )
     model.eval()
     seconds = time.perf_counter() - started
 
     attention = getattr(model.config, "_attn_implementation", None)
-    if not is_bt and mode == "fastpath":
+    fused = request.info.fused_attention
+    if not is_bt and fused:
         applied, fallback = check_attention(applied, fallback, attention, load_kwargs)
-    quantized = MODE_INFO[mode].quantized
+    quantized = request.info.quantized
     layers = _count_quantized(model, mode) if quantized else 0
     if quantized and layers == 0:
         fallback = f"{applied} quantized no layer: every Linear stayed {plan.dtype}" + (
@@ -305,7 +309,7 @@ def load_request(request: LoadRequest, report: Report | None = None) -> LoadedMo
         )
         applied = f"not quantized (fallback: {fallback})"
         warnings.warn(f"{source.name}: {fallback}", stacklevel=3)
-    elif mode != "fastpath" and attention:
+    elif not fused and attention:
         applied = f"{applied} (attention: {attention})"
 
     tokenizer = None
@@ -347,20 +351,23 @@ def check_weights(directory: Path) -> None:
 
 def check_workload_fits(request: LoadRequest, ordinals: list[int]) -> None:
     """Raise :class:`WorkloadDoesNotFit` when the request's workload would not fit."""
-    from pytest_gpuinfer.probes.memory_fit import estimate_workload_of
+    from pytest_gpuinfer.loading.estimate import estimate_load
     from pytest_gpuinfer.probes.memory_units import format_bytes, format_per_gpu
 
-    assert request.workload is not None
-    batch, length, new = request.workload
-    estimate = estimate_workload_of(request.source.name, request.mode, batch, length, new)
+    workload = request.workload
+    assert workload is not None
+    loaded = estimate_load(request.source, request.mode, workload)
+    loaded.raise_error()
+    assert loaded.workload is not None
+    peak = loaded.workload.peak_bytes
     free = gpu_memory.free_gpu_memory(ordinals)
-    if estimate.peak_bytes <= sum(free.values()):
+    if peak <= sum(free.values()):
         return
     raise WorkloadDoesNotFit(
-        f"{request.mode} workload batch {batch} x {length} tokens (+{new} new) of "
-        f"{request.source.name} needs about {format_bytes(estimate.peak_bytes)} at its peak; "
-        f"free: {format_per_gpu(free)}",
-        needed_bytes=estimate.peak_bytes,
+        f"{request.mode} workload batch {workload.batch_size} x {workload.seq_len} tokens "
+        f"(+{workload.new_tokens} new) of {request.source.name} needs about "
+        f"{format_bytes(peak)} at its peak; free: {format_per_gpu(free)}",
+        needed_bytes=peak,
         free_bytes=free,
     )
 
@@ -376,8 +383,7 @@ def _load_config(transformers: Any, source: ModelSource) -> Any:
 def _finish_bettertransformer(
     model: Any,
     auto_class: Any,
-    source: ModelSource,
-    mode: str,
+    request: LoadRequest,
     load_kwargs: dict[str, Any],
     ordinals: list[int],
     model_class: type | None,
@@ -400,7 +406,7 @@ def _finish_bettertransformer(
     gpu_memory.release_memory()
     plan = sdpa_plan(model_class, refusal)
     load_kwargs = {**load_kwargs, **plan.kwargs}
-    reloaded = _from_pretrained(auto_class, source, mode, load_kwargs, ordinals)
+    reloaded = _from_pretrained(auto_class, request, load_kwargs, ordinals)
     attention = getattr(reloaded.config, "_attn_implementation", None)
     applied, fallback = check_attention(plan.applied, plan.fallback, attention, load_kwargs)
     return reloaded, applied, fallback, False

@@ -17,7 +17,8 @@ from collections.abc import Sequence
 from typing import TYPE_CHECKING, NoReturn
 
 from pytest_gpuinfer.probes.errors import InputError
-from pytest_gpuinfer.probes.report import MODES, Report, Status, parse_modes
+from pytest_gpuinfer.probes.modes import MODES, parse_mode_list
+from pytest_gpuinfer.probes.report import Report, Status
 
 if TYPE_CHECKING:
     from pytest_gpuinfer.probes.memory_workload import Workload
@@ -73,18 +74,21 @@ def _build_parser() -> argparse.ArgumentParser:
     audit.add_argument(
         "--strict", action="store_true", help="exit 1 on 'degraded' too, not only 'unsupported'"
     )
-    sub.add_parser("profiles", help="list the built-in simulated GPU profiles")
+    profiles = sub.add_parser("profiles", help="list the built-in simulated GPU profiles")
+    profiles.set_defaults(func=lambda args: _profiles())
     matrix = sub.add_parser("matrix", help="print the compatibility matrix (Markdown)")
     matrix.add_argument("--output", metavar="FILE", help="write it to FILE instead of stdout")
     matrix.add_argument(
         "--check", action="store_true", help="exit 1 when FILE differs from the rules table"
     )
+    audit.set_defaults(func=_audit)
+    matrix.set_defaults(func=_matrix)
     from pytest_gpuinfer import cli_bench
+    from pytest_gpuinfer.cli import merge, route
 
-    cli_bench.add_parser(sub)
-    from pytest_gpuinfer import cli_merge
-
-    cli_merge.add_parser(sub)
+    cli_bench.add_parser(sub).set_defaults(func=cli_bench.run)
+    merge.add_parser(sub)
+    route.add_parser(sub)
     return parser
 
 
@@ -146,7 +150,7 @@ def _audit(args: argparse.Namespace) -> int:
     from pytest_gpuinfer.probes.probe import probe
 
     try:
-        modes = parse_modes(args.modes)
+        modes = tuple(mode.name for mode in parse_mode_list(args.modes))
     except InputError as error:
         raise InputError(f"--modes: {error}") from None
     max_memory = None
@@ -235,33 +239,26 @@ def _matrix(args: argparse.Namespace) -> int:
 
 
 def _run(parser: argparse.ArgumentParser, args: argparse.Namespace) -> int:
-    if args.command == "audit":
-        return _audit(args)
-    if args.command == "profiles":
-        return _profiles()
-    if args.command == "matrix":
-        return _matrix(args)
-    if args.command == "bench":
-        from pytest_gpuinfer import cli_bench
-
-        return cli_bench.run(args)
-    if args.command == "merge":
-        from pytest_gpuinfer import cli_merge
-
-        return cli_merge.run(args)
-    parser.print_help()
-    return EXIT_USAGE
+    func = getattr(args, "func", None)
+    if func is None:
+        parser.print_help()
+        return EXIT_USAGE
+    code: int = func(args)
+    return code
 
 
 def _fail(message: str, *, as_json: bool, prog: str = "gpuinfer") -> int:
     """Report bad input: one line on stderr and, for ``--json``, a JSON object on stdout.
 
-    The object is ``{"schema_version": "1", "error": MESSAGE, "exit_code": 2}``, so a CI
+    The object is ``{"schema": "pytest-gpuinfer/error", "schema_version": "1", "error":
+    MESSAGE, "exit_code": 2}``, so a CI
     step that parses ``--json`` output can tell bad input from a report.
     """
     print(f"{prog}: error: {message}", file=sys.stderr)
     if as_json:
-        error = {"schema_version": "1", "error": message, "exit_code": EXIT_USAGE}
+        from pytest_gpuinfer.schemas import ERROR
+
+        error = {**ERROR.stamp(), "error": message, "exit_code": EXIT_USAGE}
         print(json.dumps(error))
     return EXIT_USAGE
 

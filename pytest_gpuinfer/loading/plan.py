@@ -54,11 +54,10 @@ def plan_load(
         plan = LoadPlan(applied=str(dtype).removeprefix("torch."))
     elif info.quantized:
         plan = _quantization_plan(mode, options, on_gpu, report.software)
-        # int8 keeps the unquantized parts in fp16 (transformers' own default for
-        # LLM.int8, and what the fp16/int8 footprint ratio compares against).
-        default = (
-            torch.float16 if (mode == "int8" or on_gpu) else getattr(torch, info.cpu_weight_dtype)
-        )
+        # LLM.int8 keeps the unquantized parts in fp16 (transformers' own default, and
+        # what the fp16/int8 footprint ratio compares against): the mode's kept_dtype.
+        kept = info.kept_dtype or ("float16" if on_gpu else info.cpu_weight_dtype)
+        default = getattr(torch, kept)
         dtype = kwargs.pop("dtype", default)
     else:
         plan = _fastpath_plan(report, model_type, model_class)
@@ -71,8 +70,9 @@ def plan_load(
 def _quantization_plan(mode: str, options: dict[str, Any], on_gpu: bool, software: Any) -> LoadPlan:
     import torch
 
-    base: dict[str, Any] = dict(MODE_INFO[mode].bnb_config)
-    if mode == "int8":
+    info = MODE_INFO[mode]
+    base: dict[str, Any] = dict(info.bnb_config)
+    if info.bits == 8:  # LLM.int8: old transformers take load_in_8bit=, not a config
         from pytest_gpuinfer.probes.hf_calls import int8_loading_api
 
         if int8_loading_api(software) == "load_in_8bit":

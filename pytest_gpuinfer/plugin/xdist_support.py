@@ -9,7 +9,7 @@ worker and what it owns: it never runs on fewer GPUs than it asked for.
 
 The controller probes once and ships its report, settings and sharing plan to the workers
 through ``workerinput``; a worker on another host (``--tx ssh=...``) probes its own machine.
-With ``--gpuinfer-share=N`` several workers may share a GPU; ``pytest_gpuinfer.sharing``
+With ``--gpuinfer-share=N`` several workers may share a GPU; ``pytest_gpuinfer.plugin.sharing``
 states that policy and :class:`SharingGuard` enforces it in each sharing worker.
 """
 
@@ -26,8 +26,8 @@ from typing import TYPE_CHECKING, Any
 import pytest
 
 if TYPE_CHECKING:
+    from pytest_gpuinfer.plugin.sharing import SharingPlan
     from pytest_gpuinfer.probes.report import Report
-    from pytest_gpuinfer.sharing import SharingPlan
 
 WORKERINPUT_KEY = "gpuinfer"
 
@@ -128,7 +128,7 @@ def worker_index(workerid: str) -> int:
 def auto_num_workers(report: Report, plan: SharingPlan | None = None) -> int | None:
     """``-n auto``: one worker per visible GPU (the plan's count per GPU when sharing), or
     None (xdist's own choice) without GPUs."""
-    from pytest_gpuinfer.requirements_check import usable_gpus
+    from pytest_gpuinfer.requirements.check import usable_gpus
 
     count = len(usable_gpus(report))
     per = plan.workers_per_gpu if plan is not None else 1
@@ -142,7 +142,7 @@ def worker_view(report: Report, assignment: Assignment, share_of_free: int | Non
     this worker's share, so that ``free_memory`` requirements judge the share.
     """
     from pytest_gpuinfer.probes.report import Report as ReportClass
-    from pytest_gpuinfer.requirements_check import usable_gpus
+    from pytest_gpuinfer.requirements.check import usable_gpus
 
     gpus = usable_gpus(report)
     owned = [
@@ -228,7 +228,7 @@ def worker_setup(workerinput: Mapping[str, Any], environ: Mapping[str, str]) -> 
     if "report" in payload and payload.get("host") == socket.gethostname():
         report = ReportClass.from_dict(payload["report"])
         if payload.get("sharing"):
-            from pytest_gpuinfer.sharing import SharingPlan as PlanClass
+            from pytest_gpuinfer.plugin.sharing import SharingPlan as PlanClass
 
             sharing = PlanClass.from_dict(payload["sharing"])
     return WorkerSetup(payload.get("settings"), report, int(index), max(1, int(count)), sharing)
@@ -242,8 +242,8 @@ def pin_worker(
     plan: SharingPlan | None = None,
 ) -> tuple[Report, Assignment]:
     """Set CUDA_VISIBLE_DEVICES for this worker (real GPUs only) and return its view."""
-    from pytest_gpuinfer.requirements_check import usable_gpus
-    from pytest_gpuinfer.sharing import workers_on_each_gpu
+    from pytest_gpuinfer.plugin.sharing import workers_on_each_gpu
+    from pytest_gpuinfer.requirements.check import usable_gpus
 
     gpus = usable_gpus(report)
     identifiers = [gpu.uuid or str(gpu.cuda_ordinal) for gpu in gpus]
@@ -302,9 +302,9 @@ class SharingGuard:
         self.shed_memory()
 
     def shed_memory(self) -> None:
-        from pytest_gpuinfer.gpu_memory import release_memory
+        from pytest_gpuinfer.loading.gpu_memory import release_memory
+        from pytest_gpuinfer.plugin.sharing import over_allowance, torch_reserved_bytes
         from pytest_gpuinfer.probes.memory_units import format_bytes
-        from pytest_gpuinfer.sharing import over_allowance, torch_reserved_bytes
 
         reserved = torch_reserved_bytes()
         if reserved is None:
@@ -326,8 +326,8 @@ class SharingGuard:
 
 def check_worker_count(plan: SharingPlan | None, report: Report, workers: int) -> None:
     """A pytest.UsageError when ``-n`` starts more workers than the plan lets share a GPU."""
-    from pytest_gpuinfer.requirements_check import usable_gpus
-    from pytest_gpuinfer.sharing import too_many_workers
+    from pytest_gpuinfer.plugin.sharing import too_many_workers
+    from pytest_gpuinfer.requirements.check import usable_gpus
 
     if plan is not None:
         error = too_many_workers(plan, len(usable_gpus(report)), workers)
@@ -343,8 +343,8 @@ def sharing_guard(
     workerid: str,
 ) -> SharingGuard | None:
     """The guard of a worker that shares its GPU with others under the plan, else None."""
-    from pytest_gpuinfer.requirements_check import usable_gpus
-    from pytest_gpuinfer.sharing import workers_on_each_gpu
+    from pytest_gpuinfer.plugin.sharing import workers_on_each_gpu
+    from pytest_gpuinfer.requirements.check import usable_gpus
 
     if plan is None or not plan.sharing or not assignment.ordinals:
         return None

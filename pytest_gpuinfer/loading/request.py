@@ -6,22 +6,23 @@ import os
 import re
 from collections.abc import Hashable, Mapping
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from pytest_gpuinfer.probes.errors import InputError
-from pytest_gpuinfer.probes.modes import MODE_INFO, MODES
+from pytest_gpuinfer.probes.modes import MODE_INFO, MODES, Mode, parse_mode
 from pytest_gpuinfer.probes.sources import ModelSource, check_task, resolve_source
 
-INT8_OPTIONS: tuple[str, ...] = (
-    "llm_int8_threshold",
-    "llm_int8_skip_modules",
-    "llm_int8_enable_fp32_cpu_offload",
-    "llm_int8_has_fp16_weight",
-)
-"""Keyword arguments of ``load_model`` that configure LLM.int8 (mode "int8" only)."""
+if TYPE_CHECKING:
+    from pytest_gpuinfer.probes.memory_workload import Workload
 
-NF4_OPTIONS: tuple[str, ...] = ("bnb_4bit_compute_dtype", "bnb_4bit_use_double_quant")
-"""Keyword arguments of ``load_model`` that configure 4-bit loading (mode "nf4" only)."""
+INT8_OPTIONS: tuple[str, ...] = MODE_INFO["int8"].load_options
+"""Keyword arguments of ``load_model`` that configure LLM.int8 (read from its Mode)."""
+
+NF4_OPTIONS: tuple[str, ...] = MODE_INFO["nf4"].load_options
+"""Keyword arguments of ``load_model`` that configure 4-bit loading (read from its Mode)."""
+
+MODE_OPTIONS: dict[str, Mode] = {o: m for m in MODE_INFO.values() for o in m.load_options}
+"""Every mode-specific ``load_model`` keyword -> the one mode that takes it."""
 
 DEFAULT_DEVICE_MAP = None
 """``load_model``'s default placement: the whole model on the first visible GPU (with
@@ -65,26 +66,24 @@ def check_device_map(device_map: object) -> object:
     )
 
 
-def check_workload(workload: object) -> tuple[int, int, int] | None:
-    """``(batch_size, seq_len, new_tokens)`` or None; InputError names a bad value."""
-    if workload is None:
-        return None
+def check_workload(workload: object) -> Workload | None:
+    """The audit's ``Workload`` from one, or from ``(batch_size, seq_len[, new_tokens])``;
+    InputError names a bad value."""
+    from pytest_gpuinfer.probes.memory_workload import Workload
+
+    if workload is None or isinstance(workload, Workload):
+        return workload
     if not isinstance(workload, list | tuple) or len(workload) not in (2, 3):
         raise InputError(
             f"workload={workload!r} is not understood: expected (batch_size, seq_len) or "
             "(batch_size, seq_len, new_tokens)"
         )
-    from pytest_gpuinfer.probes.memory_workload import Workload
-
-    checked = Workload(*workload)  # the audit's own checks of each number
-    return checked.batch_size, checked.seq_len, checked.new_tokens
+    return Workload(*workload)  # the audit's own checks of each number
 
 
 def check_mode(mode: object) -> str:
-    """Return ``mode`` if it is a known mode, else raise InputError naming it."""
-    if not isinstance(mode, str) or mode not in MODES:
-        raise InputError(f"unknown mode {mode!r}: expected one of {', '.join(MODES)}")
-    return mode
+    """The name of ``mode`` (a name or a ``Mode``); InputError naming an unknown one."""
+    return parse_mode(mode).name
 
 
 def parse_max_memory_argument(max_memory: object) -> dict[int | str, int] | None:
@@ -101,37 +100,35 @@ def parse_max_memory_argument(max_memory: object) -> dict[int | str, int] | None
     return parse_max_memory(max_memory)
 
 
-def check_load_kwargs(mode: str, kwargs: Mapping[str, Any]) -> None:
+def check_load_kwargs(mode: Mode, kwargs: Mapping[str, Any]) -> None:
     """Refuse keywords that contradict ``mode`` or that have the wrong type."""
     for name in _MODE_OWNED_KWARGS:
         if name in kwargs:
             raise InputError(
-                f"load_model got {name}=: mode {mode!r} decides it; pick the mode instead "
+                f"load_model got {name}=: mode {mode.name!r} decides it; pick the mode instead "
                 f"(one of {', '.join(MODES)})"
             )
-    for name in INT8_OPTIONS:
-        if name in kwargs and mode != "int8":
-            raise InputError(f"{name}= only applies to mode 'int8', not {mode!r}")
-    for name in NF4_OPTIONS:
-        if name in kwargs and mode != "nf4":
-            raise InputError(f"{name}= only applies to mode 'nf4', not {mode!r}")
+    for name, owner in MODE_OPTIONS.items():
+        if name in kwargs and owner is not mode:
+            raise InputError(f"{name}= only applies to mode {owner.name!r}, not {mode.name!r}")
     for name, (types, expected) in _OPTION_TYPES.items():
         value = kwargs.get(name)
         if name in kwargs and (
             not isinstance(value, types) or (bool not in types and isinstance(value, bool))
         ):
             raise InputError(f"{name}={value!r} is not understood: expected {expected}")
-    if MODE_INFO[mode].dtype_fixed and "dtype" in kwargs:
-        raise InputError(f"dtype= contradicts mode {mode!r}: the mode is the dtype")
+    if mode.dtype_fixed and "dtype" in kwargs:
+        raise InputError(f"dtype= contradicts mode {mode.name!r}: the mode is the dtype")
     if "dtype" in kwargs and str(kwargs["dtype"]).removeprefix("torch.") not in _PART_DTYPES:
         raise InputError(
             f"dtype={kwargs['dtype']!r}: expected torch.float16, torch.bfloat16 or "
             "torch.float32 (the dtype of the parts the mode does not convert)"
         )
-    if mode == "fastpath" and "attn_implementation" in kwargs:
+    if mode.fused_attention and "attn_implementation" in kwargs:
         raise InputError(
-            "attn_implementation= contradicts mode 'fastpath', which picks it (BetterTransformer, "
-            "sdpa or flash_attention_2); use a reference mode to choose it yourself"
+            f"attn_implementation= contradicts mode {mode.name!r}, which picks it "
+            "(BetterTransformer, sdpa or flash_attention_2); use a reference mode to choose "
+            "it yourself"
         )
 
 
@@ -175,37 +172,40 @@ class LoadRequest:
     task: str = "causal-lm"
     device_map: Any = DEFAULT_DEVICE_MAP
     max_memory: dict[int | str, int] | None = None
-    raw_max_memory: str | Mapping[Any, Any] | None = None
-    workload: tuple[int, int, int] | None = None
-    """(batch_size, seq_len, new_tokens) the caller will run; sizes the memory check."""
+    workload: Workload | None = None
+    """What the caller will run (``generate()`` sizes); sizes the memory check."""
     kwargs: Mapping[str, Any] = field(default_factory=dict)
 
     @classmethod
     def build(
         cls,
         name_or_path: str | os.PathLike[str],
-        mode: str,
+        mode: str | Mode,
         *,
         device_map: Any = DEFAULT_DEVICE_MAP,
         max_memory: str | Mapping[Any, Any] | None = None,
         task: str = "causal-lm",
-        workload: tuple[int, ...] | None = None,
+        workload: Workload | tuple[int, ...] | None = None,
         **kwargs: Any,
     ) -> LoadRequest:
         """Validate ``load_model``'s arguments (raises InputError naming a bad one)."""
-        check_mode(mode)
+        parsed = parse_mode(mode)
         check_task(task)
-        check_load_kwargs(mode, kwargs)
+        check_load_kwargs(parsed, kwargs)
         return cls(
             source=resolve_source(name_or_path),
-            mode=mode,
+            mode=parsed.name,
             task=task,
             device_map=check_device_map(device_map),
             max_memory=parse_max_memory_argument(max_memory),
-            raw_max_memory=max_memory,
             workload=check_workload(workload),
             kwargs=dict(kwargs),
         )
+
+    @property
+    def info(self) -> Mode:
+        """The mode's descriptor (``mode`` stays its name: the public, hashable form)."""
+        return MODE_INFO[self.mode]
 
     @property
     def cache_key(self) -> CacheKey:
@@ -217,13 +217,3 @@ class LoadRequest:
             _frozen(self.max_memory),
             _frozen(self.kwargs),
         )
-
-    def call_arguments(self) -> dict[str, Any]:
-        """The keyword arguments that rebuild this request through ``load_model``."""
-        return {
-            "device_map": self.device_map,
-            "max_memory": self.raw_max_memory,
-            "task": self.task,
-            "workload": self.workload,
-            **self.kwargs,
-        }

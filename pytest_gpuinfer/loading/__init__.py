@@ -1,15 +1,19 @@
 """The loading API in one documented place: load a model in a mode, cache it, free its memory.
 
-The work is done by :mod:`pytest_gpuinfer.load_request` (the arguments),
-:mod:`pytest_gpuinfer.load_plan` (what to ask transformers for),
-:mod:`pytest_gpuinfer.loader` (the load itself), :mod:`pytest_gpuinfer.gpu_memory` and
-:mod:`pytest_gpuinfer.model_cache`. Importing it imports no torch or transformers.
+The work is done by :mod:`pytest_gpuinfer.loading.request` (the arguments),
+:mod:`pytest_gpuinfer.loading.plan` (what to ask transformers for),
+:mod:`pytest_gpuinfer.loading.loader` (the load itself),
+:mod:`pytest_gpuinfer.loading.gpu_memory` and :mod:`pytest_gpuinfer.loading.model_cache`.
+Importing it imports no torch or transformers.
 """
 
 from __future__ import annotations
 
-from pytest_gpuinfer.gpu_memory import estimate_load_bytes, memory_in_use, release_memory
-from pytest_gpuinfer.load_request import (
+from pytest_gpuinfer.loading.estimate import estimate_load_bytes
+from pytest_gpuinfer.loading.gpu_memory import memory_in_use, release_memory
+from pytest_gpuinfer.loading.loader import LoadedModel, load_model, load_request, save_model
+from pytest_gpuinfer.loading.model_cache import ModelCache
+from pytest_gpuinfer.loading.request import (
     DEFAULT_DEVICE_MAP,
     INT8_OPTIONS,
     NF4_OPTIONS,
@@ -17,8 +21,6 @@ from pytest_gpuinfer.load_request import (
     LoadRequest,
     check_mode,
 )
-from pytest_gpuinfer.loader import LoadedModel, load_model, load_request, save_model
-from pytest_gpuinfer.model_cache import ModelCache
 from pytest_gpuinfer.probes.errors import (
     ModelLoadOOM,
     ModeUnavailable,

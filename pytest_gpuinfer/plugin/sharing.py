@@ -107,7 +107,7 @@ def _format(size: int | None) -> str:
 
 def _one_gpu_views(report: Report) -> list[Report]:
     from pytest_gpuinfer.probes.report import Report as ReportClass
-    from pytest_gpuinfer.requirements_check import usable_gpus
+    from pytest_gpuinfer.requirements.check import usable_gpus
 
     views = []
     base = report.to_dict()
@@ -122,8 +122,8 @@ def plan_sharing(
     requested: int, records: Iterable[Mapping[str, Any]], report: Report
 ) -> SharingPlan:
     """The plan for ``requested`` workers per GPU, from exported test records."""
-    from pytest_gpuinfer.requirements_check import evaluate, usable_gpus
-    from pytest_gpuinfer.requirements_export import requirements_of_record
+    from pytest_gpuinfer.fleet.export import requirements_of_record
+    from pytest_gpuinfer.requirements.check import evaluate, usable_gpus
 
     if requested <= 1:
         return SharingPlan(requested, 1, "off (one GPU per worker)")

@@ -12,14 +12,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from pytest_gpuinfer.probes.render import STACK_PACKAGES
-
 if TYPE_CHECKING:
     from pytest_gpuinfer.probes.report import GPUInfo, Report
-
-
-REPORT_SCHEMA_VERSION = "2"
-"""2 added ``machine`` (who ran it, for ``gpuinfer merge``); 1 had no machine identity."""
 
 
 def _gpu_line(gpu: GPUInfo) -> str:
@@ -41,7 +35,7 @@ def modes_line(report: Report) -> str:
 
 def header_lines(report: Report, *, strict: bool, worker_note: str | None = None) -> list[str]:
     """The session header: GPUs with compute capability and free memory, stack, verdicts."""
-    from pytest_gpuinfer.requirements_check import usable_gpus
+    from pytest_gpuinfer.requirements.check import usable_gpus
 
     gpus = usable_gpus(report)
     if report.simulated:
@@ -128,7 +122,7 @@ class Recorder:
         if data:
             record.mode = data.get("mode")
             record.requirements = dict(data.get("requirements") or {})
-            record.gated = bool(data.get("gated"))
+            record.gated = bool(data.get("gpu_test"))
             record.worker = data.get("worker")
             record.visible_devices = data.get("visible_devices")
         if outcome == "skipped":
@@ -210,7 +204,7 @@ def machine_identity(report: Report, name: str | None = None) -> dict[str, Any]:
     """
     import socket
 
-    from pytest_gpuinfer.requirements_check import usable_gpus
+    from pytest_gpuinfer.requirements.check import usable_gpus
 
     hostname = socket.gethostname()
     if name is None:
@@ -249,8 +243,10 @@ def json_report(
 ) -> dict[str, Any]:
     tests = [r.to_dict() for r in records]
     outcomes = Counter(t["outcome"] or "not run" for t in tests)
+    from pytest_gpuinfer.schemas import REPORT
+
     return {
-        "schema_version": REPORT_SCHEMA_VERSION,
+        **REPORT.stamp(),
         "machine": machine_identity(report, settings.get("machine")),
         "exitstatus": int(exitstatus),
         "settings": {k: v for k, v in settings.items() if k != "sources"},
@@ -262,7 +258,7 @@ def json_report(
 
 def hardware_properties(report: Report) -> list[tuple[str, str]]:
     """Flat name/value pairs describing the hardware (JUnit properties, benchmark info)."""
-    from pytest_gpuinfer.requirements_check import usable_gpus
+    from pytest_gpuinfer.requirements.check import usable_gpus
 
     gpus = usable_gpus(report)
     props: list[tuple[str, str]] = []
@@ -273,6 +269,8 @@ def hardware_properties(report: Report) -> list[tuple[str, str]]:
         props.append((f"gpuinfer_gpu{i}", _gpu_line(gpu).split(": ", 2)[-1]))
     if report.driver.driver_version:
         props.append(("gpuinfer_driver", report.driver.driver_version))
+    from pytest_gpuinfer.probes.render import STACK_PACKAGES
+
     for package in STACK_PACKAGES:
         props.append((f"gpuinfer_{package}", report.software.packages.get(package) or "none"))
     for mode, verdict in report.verdicts.items():
@@ -282,7 +280,7 @@ def hardware_properties(report: Report) -> list[tuple[str, str]]:
 
 def machine_info(report: Report) -> dict[str, Any]:
     """pytest-benchmark's machine_info entry."""
-    from pytest_gpuinfer.requirements_check import usable_gpus
+    from pytest_gpuinfer.requirements.check import usable_gpus
 
     return {
         "profile": report.profile,

@@ -35,12 +35,13 @@ def add_parser(sub: Any) -> None:
         default=True,
         help="exit 1 when a test ran on no machine (default: on)",
     )
+    merge.set_defaults(func=run)
 
 
 def run(args: argparse.Namespace) -> int:
     """Run ``gpuinfer merge``; InputError (exit 2 in cli.main) on bad input."""
-    from pytest_gpuinfer.merge import coverage, load, mode_matrix, to_json
-    from pytest_gpuinfer.merge_render import coverage_text, modes_text, page
+    from pytest_gpuinfer.fleet.merge import coverage, load, mode_matrix, to_json
+    from pytest_gpuinfer.fleet.render import coverage_text, modes_text, page
     from pytest_gpuinfer.probes.errors import InputError
 
     runs, audits = load(args.reports)

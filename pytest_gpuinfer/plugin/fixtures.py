@@ -1,22 +1,25 @@
-"""Fixtures that load models: ``load_model`` (a factory over a session cache) and
-``gpuinfer_model`` (the model configured with ``--gpuinfer-model``).
+"""Fixtures that load and measure models: ``load_model`` (a factory over a session cache),
+``gpuinfer_model`` (the model configured with ``--gpuinfer-model``) and ``gpuinfer_bench``.
 
 They rely on the plugin's ``gpu_report``, ``gpuinfer_settings`` and ``inference_mode``
-fixtures. Importing this module imports no torch or transformers.
+fixtures. The enabled plugin registers this module for every run, so it imports loading
+and bench only inside the fixtures: a suite that never loads a model never pays for them.
 """
 
 from __future__ import annotations
 
 import os
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import TYPE_CHECKING, Any, NoReturn, Protocol
 
 import pytest
 
-from pytest_gpuinfer import loading
-from pytest_gpuinfer.probes.errors import InputError
-
 if TYPE_CHECKING:
+    import functools
+
+    from pytest_gpuinfer import loading
+    from pytest_gpuinfer.bench.record import ModeResult
+    from pytest_gpuinfer.probes.memory_workload import Workload
     from pytest_gpuinfer.probes.report import Report
 
 
@@ -40,7 +43,7 @@ def _strict(settings: object) -> bool:
 
 def _unavailable(error: loading.ModeUnavailable, report: Report, settings: object) -> NoReturn:
     __tracebackhide__ = True
-    from pytest_gpuinfer import gating
+    from pytest_gpuinfer.plugin import gating
 
     verdict = report.verdicts.get(error.mode)
     if report.simulated and report.profile is not None and verdict is not None and verdict.ok:
@@ -49,35 +52,27 @@ def _unavailable(error: loading.ModeUnavailable, report: Report, settings: objec
     gating.unmet(f"{error.mode}: {error.reason}", strict=_strict(settings))
 
 
-def _declared_workload(
-    node: pytest.Item, name_or_path: str | os.PathLike[str]
-) -> tuple[int, int, int] | None:
+def _declared_workload(node: pytest.Item, name_or_path: str | os.PathLike[str]) -> Workload | None:
     """The marker's ``workload=`` sizes when it names the model being loaded."""
     from pathlib import Path
 
-    from pytest_gpuinfer.requirements import RequirementError, parse
+    from pytest_gpuinfer.plugin import requirements_of_node
 
-    try:
-        workload = parse([(m.args, m.kwargs) for m in node.iter_markers("gpuinfer")]).workload
-    except RequirementError:
-        return None
-    if not workload:
+    declared = requirements_of_node(node)
+    if declared is None or declared.workload is None:
         return None
     try:
-        same = Path(workload["model"]).resolve() == Path(os.fspath(name_or_path)).resolve()
+        same = Path(declared.workload.model).resolve() == Path(os.fspath(name_or_path)).resolve()
     except (OSError, TypeError):
         return None
-    if not same:
-        return None
-    from pytest_gpuinfer.probes.memory_workload import Workload
-
-    sizes = Workload(**{k: int(v) for k, v in workload.items() if k != "model"})
-    return sizes.batch_size, sizes.seq_len, sizes.new_tokens
+    return declared.workload.sizes if same else None
 
 
 @pytest.fixture(scope="session")
 def gpuinfer_model_cache(gpu_report: Report) -> Iterator[loading.ModelCache]:
     """The session's model cache; cleared (memory freed) when the session ends."""
+    from pytest_gpuinfer import loading
+
     cache = loading.ModelCache(gpu_report)
     yield cache
     cache.clear()
@@ -97,6 +92,9 @@ def load_model(
     skips the test (fails it under ``--gpuinfer-strict``); a CUDA out-of-memory or bad
     input fails only this test.
     """
+    from pytest_gpuinfer import loading
+    from pytest_gpuinfer.probes.errors import InputError
+
     default_mode: str | None = None
     if "inference_mode" in request.fixturenames:
         default_mode = request.getfixturevalue("inference_mode")
@@ -127,7 +125,7 @@ def load_model(
             assert cache.report is not None
             _unavailable(error, cache.report, gpuinfer_settings)
         except loading.WorkloadDoesNotFit as error:
-            from pytest_gpuinfer import gating
+            from pytest_gpuinfer.plugin import gating
 
             gating.unmet(str(error), strict=_strict(gpuinfer_settings))
         except loading.ModelLoadOOM as error:
@@ -151,8 +149,39 @@ def gpuinfer_model(
             "gpuinfer_model: no model configured; pass --gpuinfer-model PATH or set "
             "gpuinfer_model in the ini file"
         )
+    from pytest_gpuinfer.probes.errors import InputError
+    from pytest_gpuinfer.probes.sources import infer_task
+
     try:
-        task = loading.infer_task(name)
+        task = infer_task(name)
     except InputError as error:
         pytest.fail(f"gpuinfer_model: {error}", pytrace=False)
     return load_model(name, inference_mode, task=task)
+
+
+@pytest.fixture
+def gpuinfer_bench(
+    request: pytest.FixtureRequest,
+    record_property: Callable[[str, object], None],
+    gpu_report: Report,
+) -> functools.partial[ModeResult]:
+    """Factory: ``gpuinfer_bench(loaded, *, batch_size=1, prompt_len=32, new_tokens=16,
+    warmup=1, min_repetitions=5, min_seconds=1.0, max_spread=0.05, reference=None,
+    check=True) -> ModeResult`` (:func:`pytest_gpuinfer.bench.fixture.bench_loaded` with
+    this test's report and sinks).
+
+    ``reference`` (an earlier result at the same workload) fills ``result.ratios``. A
+    run that is not "measured" (out of memory) fails the test unless ``check=False``.
+    """
+    import functools
+
+    from pytest_gpuinfer.bench.fixture import bench_loaded
+
+    def sink(name: str, value: object) -> None:
+        record_property(name, value)
+        if "benchmark" in request.fixturenames:
+            extra = getattr(request.getfixturevalue("benchmark"), "extra_info", None)
+            if isinstance(extra, dict):
+                extra[name] = value
+
+    return functools.partial(bench_loaded, report=gpu_report, sink=sink)

@@ -1,0 +1,1 @@
+"""The ``gpuinfer`` command: one entry (``cli.main``), one module per subcommand family."""

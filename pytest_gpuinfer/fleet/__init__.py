@@ -1,0 +1,1 @@
+"""Many machines, many suites: merge their reports, export requirements, route tests to runners."""

@@ -1,0 +1,61 @@
+"""The JSON formats pytest-gpuinfer writes: one ``Format`` each, its stamp, its reader's check."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+SCHEMA_DIR = Path(__file__).parent
+
+
+@dataclass(frozen=True)
+class Format:
+    """One versioned JSON format: every document carries ``schema`` and ``schema_version``."""
+
+    schema: str
+    version: str
+    what: str
+    """How a user produces it, for messages ("a --gpuinfer-requirements export")."""
+    file: str
+    """The JSON Schema file beside this module."""
+
+    def stamp(self) -> dict[str, str]:
+        """The two keys every document of this format starts with."""
+        return {"schema": self.schema, "schema_version": self.version}
+
+    def check(self, data: object, source: object) -> Mapping[str, Any]:
+        """``data`` if it is this format at this version; else ValueError naming ``source``."""
+        if not isinstance(data, Mapping) or data.get("schema") != self.schema:
+            raise ValueError(f"{source} is not {self.what}")
+        if data.get("schema_version") != self.version:
+            raise ValueError(
+                f"{source} has {self.schema} schema_version {data.get('schema_version')!r}; "
+                f"expected {self.version!r}"
+            )
+        return data
+
+    def json_schema(self) -> dict[str, Any]:
+        loaded: dict[str, Any] = json.loads((SCHEMA_DIR / self.file).read_text(encoding="utf-8"))
+        return loaded
+
+
+REPORT = Format("pytest-gpuinfer/report", "2", "a --gpuinfer-report file", "report.schema.json")
+"""The plugin's JSON report; 2 added ``machine`` (who ran it, for ``gpuinfer merge``)."""
+REQUIREMENTS = Format(
+    "pytest-gpuinfer/requirements",
+    "1",
+    "a --gpuinfer-requirements export",
+    "requirements.schema.json",
+)
+MERGE = Format("pytest-gpuinfer/merge", "1", "a `gpuinfer merge --json` view", "merge.schema.json")
+ROUTING = Format(
+    "pytest-gpuinfer/routing", "1", "a `gpuinfer route` routing.json", "routing.schema.json"
+)
+ERROR = Format("pytest-gpuinfer/error", "1", "a `gpuinfer --json` error", "error.schema.json")
+AUDIT_SCHEMA_FILE = "audit.schema.json"
+"""`gpuinfer audit --json` (``probes.report.Report``; its reader is ``Report.from_dict``)."""
+
+FORMATS: tuple[Format, ...] = (REPORT, REQUIREMENTS, MERGE, ROUTING, ERROR)
