@@ -13,7 +13,6 @@ from typing import Any
 import pytest
 from fakes import nvml_specs
 
-from pytest_gpuinfer.cli.main import main as cli_main
 from pytest_gpuinfer.bench.config import BenchConfig, ordered_modes, parse_counts
 from pytest_gpuinfer.bench.hardware import (
     GpuWatch,
@@ -25,6 +24,7 @@ from pytest_gpuinfer.bench.hardware import (
 from pytest_gpuinfer.bench.measure import Footprint, Repetition, WorkloadRun
 from pytest_gpuinfer.bench.record import FIGURES, ModeResult, add_ratios, build_result
 from pytest_gpuinfer.bench.stats import Latency, Spread, percentile
+from pytest_gpuinfer.cli.main import main as cli_main
 from pytest_gpuinfer.probes.errors import InputError
 from pytest_gpuinfer.probes.memory_workload import Workload
 from pytest_gpuinfer.probes.model_shape import model_shape
