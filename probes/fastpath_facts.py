@@ -1,10 +1,11 @@
 """The fastpath facts read from release artefacts (probes/data/fastpath.json), per version.
 
 ``scripts/generate_fastpath_facts.py`` writes the file from transformers wheels (one per
-minor) and flash-attn sdists (every 2.x release); every fact keeps its release, file and line, which the
-verdicts cite. A version between two releases read is judged by the nearest release read
-at or below it within its minor (transformers) or overall (flash-attn); a version newer
-than every release read is judged by the newest one and says so.
+minor) and flash-attn sdists (every 2.x release); every fact keeps its release, file and
+line, which the verdicts cite. A version between two releases read is judged by the
+nearest release read at or below it within its minor (transformers) or overall
+(flash-attn); a version newer than every release read is judged by the newest one and
+says so.
 """
 
 from __future__ import annotations
