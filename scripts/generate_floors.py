@@ -28,6 +28,7 @@ from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, replace
 from pathlib import Path
+from typing import Any
 
 from packaging.markers import default_environment
 from packaging.requirements import Requirement
@@ -337,7 +338,10 @@ def _row(package: str, first: Fact, after: Version | None, last: Version) -> dic
 
 
 def generate(
-    cache: Path, workers: int = 4, only: frozenset[str] | None = None, kept: dict | None = None
+    cache: Path,
+    workers: int = 4,
+    only: frozenset[str] | None = None,
+    kept: dict[str, Any] | None = None,
 ) -> dict[str, object]:
     """Read every package of WINDOWS; with ``only``, read those and keep the other
     packages' rows and coverage from ``kept`` (the current data file)."""

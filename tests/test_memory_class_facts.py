@@ -9,23 +9,23 @@ import pytest
 from pytest_gpuinfer.probes import memory_class_facts
 from pytest_gpuinfer.probes.memory_class_facts import Unknown, class_facts
 
-V4_CONFIG = '''
+V4_CONFIG = """
 class ToyConfig(PretrainedConfig):
     model_type = "toy"
 
     def __init__(self, vocab_size=32000, max_position_embeddings=2048, rope=None, **kwargs):
         super().__init__(**kwargs)
-'''
-V5_CONFIG = '''
+"""
+V5_CONFIG = """
 class ToyConfig(PreTrainedConfig):
     max_position_embeddings: int = 4096 * 32
     tie_word_embeddings: bool = False
-'''
-V4_BASE = '''
+"""
+V4_BASE = """
 class PretrainedConfig:
     def __init__(self, **kwargs):
         self.tie_word_embeddings = kwargs.pop("tie_word_embeddings", True)
-'''
+"""
 
 
 def _transformers(tmp_path: Path, config: str, base: str) -> Path:
