@@ -183,8 +183,9 @@ def test_json_on_stdout_markdown_and_a_doctored_baseline_fails(
     baseline = json.loads(json.dumps(faulty_run["data"]))
     for row in baseline["results"]:
         if row["mode"] == "fp32":
-            # A baseline twice as fast as anything this machine can do: a regression now.
-            row["figures"]["decode_seconds_per_token"] /= 2
+            # A baseline 100x faster than this run: a regression whatever the machine's noise
+            # (on an H200 shared with 8 xdist workers, one fp32 run took 2x the next).
+            row["figures"]["decode_seconds_per_token"] /= 100
     doctored = tmp_path / "baseline.json"
     doctored.write_text(json.dumps(baseline), encoding="utf-8")
     summary = tmp_path / "summary.md"
@@ -210,7 +211,7 @@ def test_json_on_stdout_markdown_and_a_doctored_baseline_fails(
     assert "### against the baseline" in markdown
 
 
-def test_compiled_measures_a_static_cache_and_says_why_it_did_not_compile_on_cpu(
+def test_compiled_measures_a_static_cache_and_says_whether_it_compiled(
     tmp_path: Path,
 ) -> None:
     out = tmp_path / "bench.json"
@@ -220,7 +221,11 @@ def test_compiled_measures_a_static_cache_and_says_why_it_did_not_compile_on_cpu
     (fp32,) = json.loads(out.read_text(encoding="utf-8"))["results"]
     assert fp32["status"] == "measured"
     compiled = fp32["compile"]
-    assert compiled["decode_step_compiled"] is False  # transformers compiles on GPUs only
-    assert compiled["reason"].startswith("transformers compiles generate() on an accelerator")
     assert compiled["first_call_seconds"] > 0 and compiled["compile_seconds"] >= 0
-    assert "--compiled: transformers compiles generate()" in done.stdout
+    if not str(fp32["device"]).startswith("cuda"):
+        # transformers compiles on an accelerator only: the static cache alone, said so
+        assert compiled["decode_step_compiled"] is False
+        assert compiled["reason"].startswith("transformers compiles generate() on an accelerator")
+        assert "--compiled: transformers compiles generate()" in done.stdout
+    else:  # on a GPU the decode step compiles (fp32 has no quantizer in the way)
+        assert compiled["decode_step_compiled"] is True, compiled
