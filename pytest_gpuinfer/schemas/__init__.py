@@ -55,7 +55,11 @@ ROUTING = Format(
     "pytest-gpuinfer/routing", "1", "a `gpuinfer route` routing.json", "routing.schema.json"
 )
 ERROR = Format("pytest-gpuinfer/error", "1", "a `gpuinfer --json` error", "error.schema.json")
-AUDIT_SCHEMA_FILE = "audit.schema.json"
-"""`gpuinfer audit --json` (``probes.report.Report``; its reader is ``Report.from_dict``)."""
+AUDIT = Format(
+    "pytest-gpuinfer/audit", "1", "a `gpuinfer audit --json` report", "audit.schema.json"
+)
+"""`gpuinfer audit --json` (``probes.report.Report.to_dict``, which stamps it itself since the
+probes import nothing above them; its reader is ``Report.from_dict``)."""
+AUDIT_SCHEMA_FILE = AUDIT.file
 
-FORMATS: tuple[Format, ...] = (REPORT, REQUIREMENTS, MERGE, ROUTING, ERROR)
+FORMATS: tuple[Format, ...] = (REPORT, REQUIREMENTS, MERGE, ROUTING, ERROR, AUDIT)
