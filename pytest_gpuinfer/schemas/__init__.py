@@ -62,4 +62,9 @@ AUDIT = Format(
 probes import nothing above them; its reader is ``Report.from_dict``)."""
 AUDIT_SCHEMA_FILE = AUDIT.file
 
-FORMATS: tuple[Format, ...] = (REPORT, REQUIREMENTS, MERGE, ROUTING, ERROR, AUDIT)
+SWEEP = Format(
+    "pytest-gpuinfer/sweep", "1", "a `gpuinfer audit --sweep --json` view", "sweep.schema.json"
+)
+ENV = Format("pytest-gpuinfer/env", "1", "a `gpuinfer env --json` block", "env.schema.json")
+
+FORMATS: tuple[Format, ...] = (REPORT, REQUIREMENTS, MERGE, ROUTING, ERROR, AUDIT, SWEEP, ENV)
