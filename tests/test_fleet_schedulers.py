@@ -196,8 +196,7 @@ def test_a_committed_audit_json_is_judged_as_it_is(
     code, _, err = run(capsys, "route", str(_export(tmp_path, *SUITE)), f"t4={bad}")
     assert code == 2
     assert (
-        err
-        == f"gpuinfer: error: runner '{bad}': report schema 'x/y' is not "
+        err == f"gpuinfer: error: runner '{bad}': report schema 'x/y' is not "
         "'pytest-gpuinfer/audit' (gpuinfer audit --json)\n"
     )
 
