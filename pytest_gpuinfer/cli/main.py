@@ -181,7 +181,10 @@ def _audit(args: argparse.Namespace) -> int:
 
     sources = apply_environment(args, os.environ)
     try:
-        modes = tuple(mode.name for mode in parse_mode_list(args.modes or ",".join(MODES)))
+        modes = tuple(
+            mode.name
+            for mode in parse_mode_list(",".join(MODES) if args.modes is None else args.modes)
+        )
     except InputError as error:
         where = AUDIT_ENVIRONMENT["modes"] if "modes" in sources else "--modes"
         raise InputError(f"{where}: {error}") from None
