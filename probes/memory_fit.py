@@ -15,6 +15,7 @@ from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+from pytest_gpuinfer.probes.alloc_conf import AllocatorConfig
 from pytest_gpuinfer.probes.errors import InputError
 from pytest_gpuinfer.probes.memory_plan import (
     QUANTIZER_MAX_MEMORY_FACTOR,
@@ -134,6 +135,8 @@ class MemoryFit:
     max_memory: dict[MemoryKey, int] | None = None
     cuda_context_bytes: int = CUDA_CONTEXT_BYTES
     warnings: list[str] = field(default_factory=list)
+    allocator: AllocatorConfig = field(default_factory=AllocatorConfig)
+    """The allocator configuration the fragmentation allowance was scaled by."""
 
     def rows(self) -> list[tuple[str, str, str, str]]:
         """Table rows: (mode, peak, fits where, reason)."""
@@ -171,7 +174,10 @@ class MemoryFit:
                 "quantizer_max_memory_factor": QUANTIZER_MAX_MEMORY_FACTOR,
                 "weights_only_headroom": WEIGHTS_ONLY_HEADROOM,
                 "unmodelled_margin": UNMODELLED_MARGIN,
+                "fragmentation_scale": self.allocator.fragmentation_scale,
+                "fragmentation_source": self.allocator.fragmentation_source,
             },
+            "allocator": self.allocator.to_dict(),
             "max_memory": (
                 None if self.max_memory is None else {str(k): v for k, v in self.max_memory.items()}
             ),
@@ -248,17 +254,22 @@ def fit_on_devices(
     workload: Workload | None = None,
     *,
     plan: bool = True,
+    allocator: AllocatorConfig | None = None,
 ) -> MemoryFit:
     """Judge, per mode, whether ``workload`` (default: :class:`Workload`'s defaults) fits on
     ``devices``; with ``max_memory`` (from :func:`probes.memory_units.parse_max_memory`)
     each GPU's room is capped by its budget, unlisted GPUs are not used, and a device map
-    is planned too (``plan=False`` skips it).
+    is planned too (``plan=False`` skips it). ``allocator`` (from
+    :func:`probes.alloc_conf.allocator_config`; default: torch's defaults) scales the
+    fragmentation allowance.
 
     Raises:
         InputError: ``max_memory`` names a GPU that is not among ``devices``.
     """
     gpus = list(devices)
     work = workload or Workload()
+    config = allocator or AllocatorConfig()
+    scale = config.fragmentation_scale
     budget = dict(max_memory) if max_memory is not None else None
     if budget is not None:
         check_max_memory(budget, gpus)
@@ -267,11 +278,13 @@ def fit_on_devices(
     for mode, weights in estimate.modes.items():
         predicted: WorkloadEstimate | None = None
         if estimate.shape is not None:
-            predicted = estimate_workload(estimate, mode, work)
+            predicted = estimate_workload(estimate, mode, work, fragmentation_scale=scale)
             warnings.extend(n for n in predicted.notes if n not in warnings)
         elif estimate.shape_error and not warnings:
             warnings.append(f"only the weights are judged: {estimate.shape_error}")
-        fits[mode] = _fit_mode(mode, weights.total_bytes, predicted, gpus, budget, estimate, work)
+        fits[mode] = _fit_mode(
+            mode, weights.total_bytes, predicted, gpus, budget, estimate, work, scale
+        )
     plans = plan_device_maps(estimate, budget) if (budget is not None and plan) else {}
     return MemoryFit(
         estimate=estimate,
@@ -279,7 +292,8 @@ def fit_on_devices(
         workload=work,
         device_plans=plans,
         max_memory=budget,
-        warnings=warnings,
+        warnings=[*warnings, *([] if scale == 1.0 else config.notes())],
+        allocator=config,
     )
 
 
@@ -320,14 +334,19 @@ def _largest(fits: Callable[[int], bool], upper: int) -> int | None:
 
 
 def _per_gpu(
-    estimate: MemoryEstimate, mode: str, work: Workload, usable: int | None, gpu: int
+    estimate: MemoryEstimate,
+    mode: str,
+    work: Workload,
+    usable: int | None,
+    gpu: int,
+    scale: float = 1.0,
 ) -> GPUFit:
     if usable is None or estimate.shape is None:
         return GPUFit(gpu, usable, None, None, None)
 
     def peak(batch: int, seq: int) -> int:
         return estimate_workload(
-            estimate, mode, Workload(batch, seq, work.new_tokens)
+            estimate, mode, Workload(batch, seq, work.new_tokens), fragmentation_scale=scale
         ).peak_reserved_bytes
 
     positions = estimate.shape.max_positions
@@ -349,6 +368,7 @@ def _fit_mode(
     budget: dict[MemoryKey, int] | None,
     estimate: MemoryEstimate,
     work: Workload,
+    scale: float = 1.0,
 ) -> ModeFit:
     need = predicted.peak_reserved_bytes if predicted else needed_bytes(mode, weights)
     if predicted is not None:
@@ -377,7 +397,7 @@ def _fit_mode(
             reason=f"{wants}; {why}",
             workload=predicted,
             per_gpu=[
-                _per_gpu(estimate, mode, work, _room(g, _memory_now(g), budget), g.index)
+                _per_gpu(estimate, mode, work, _room(g, _memory_now(g), budget), g.index, scale)
                 for g in used_gpus
             ],
         )

@@ -235,12 +235,16 @@ def estimate_workload(
     *,
     attention: str | None = None,
     cuda_context: int = CUDA_CONTEXT_BYTES,
+    fragmentation_scale: float = 1.0,
 ) -> WorkloadEstimate:
     """The predicted peak of ``workload`` in ``mode`` for the model of ``estimate``.
 
     ``attention`` overrides the model's default attention ("sdpa", "eager"). Every mode,
     fastpath included, gets transformers' default: SDPA where the class has it (never
     holding the S x S scores), eager otherwise (the loader's fastpath falls back the same).
+    ``fragmentation_scale`` multiplies the allocator's fragmentation allowance
+    (:attr:`probes.alloc_conf.AllocatorConfig.fragmentation_scale`: 1.0 is the measured
+    default, ``expandable_segments:True`` lowers it).
 
     Raises:
         InputError: the estimate has no shape (the config lacks a size it needs), or
@@ -278,7 +282,7 @@ def estimate_workload(
     if shape.encoder_decoder:
         moments = _encoder_decoder(shape, mode, workload, a, impl, estimate)
     else:
-        moments = _decoder_only(shape, mode, workload, a, impl, estimate)
+        moments = _decoder_only(shape, mode, workload, a, impl, estimate, fragmentation_scale)
     quantized = _info(mode).quantized
     sixteen_bit = estimate.parameter_count * 2 + estimate.modes[mode].buffer_bytes
     load_peak = sixteen_bit if quantized else weights
@@ -364,6 +368,7 @@ def _decoder_only(
     a: int,
     attention: str,
     estimate: MemoryEstimate,
+    fragmentation_scale: float = 1.0,
 ) -> list[_Moment]:
     b, s, n = workload.batch_size, workload.seq_len, workload.new_tokens
     t = b * s
@@ -429,8 +434,12 @@ def _decoder_only(
         activations=activations,
         logits=_logits(b, shape.vocab, a),
         quantization=quant,
-        fragmentation=int(FRAGMENTATION_OF_KV * kv_prefill)
-        + int(FRAGMENTATION_OF_INT8_BUFFERS * quant if _info(mode).bits == 8 else 0),
+        fragmentation=int(fragmentation_scale * FRAGMENTATION_OF_KV * kv_prefill)
+        + int(
+            fragmentation_scale * FRAGMENTATION_OF_INT8_BUFFERS * quant
+            if _info(mode).bits == 8
+            else 0
+        ),
     )
     kv_final = _kv_tokens(shape, s + n, cap_at_window=True) * per_token_kv
     # One layer's K and V twice while torch.cat grows them; a decode step's own tensors.

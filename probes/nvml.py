@@ -179,7 +179,11 @@ class _Session:
             zip(selection.nvml_indices, selection.mig_uuids, strict=True)
         ):
             info = by_index[index]
-            gpus.append(replace(info, cuda_ordinal=ordinal, unknown=dict(info.unknown)))
+            gpus.append(
+                replace(
+                    info, cuda_ordinal=ordinal, unknown=dict(info.unknown), health=dict(info.health)
+                )
+            )
             if mig is not None:
                 warnings.append(
                     f"CUDA device {ordinal} is MIG device {mig} of GPU {index}; "
@@ -275,6 +279,9 @@ class _Session:
                 )
             if info.mig_mode:
                 mig_uuids = self.mig_uuids(index, handle)
+        from pytest_gpuinfer.probes.nvml_health import read_health
+
+        info.health = read_health(self, handle, fields.lost)
         if fields.lost is not None:
             self.warnings.append(f"GPU {index} is lost ({fields.lost}); listed with what was read")
         return info, mig_uuids

@@ -7,14 +7,18 @@ import time
 from collections.abc import Mapping, Sequence
 from dataclasses import replace
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from pytest_gpuinfer.probes.report import MODES, DriverInfo, NativeCheck, Report, parse_modes
+
+if TYPE_CHECKING:
+    from pytest_gpuinfer.probes.profiles import Profile
 
 SIMULATED = "simulated profile: not read from a driver"
 
 
 def probe(
-    profile: str | Path | None = None,
+    profile: str | Path | Profile | None = None,
     *,
     verify: bool = False,
     environ: Mapping[str, str] | None = None,
@@ -25,7 +29,8 @@ def probe(
     Never raises for hardware or software trouble (unknown fields carry their reason);
     raises ``InputError`` for a bad profile or mode. ``verify`` runs bitsandbytes' int8
     matmul and reads ``torch.cuda.get_arch_list()`` in a child process (seconds; cached
-    per versions and GPU; later probes reuse the cached arch list).
+    per versions and GPU; later probes reuse the cached arch list). ``profile`` may be a
+    :class:`probes.profiles.Profile` already built (from node labels, an assumed stack).
     """
     from pytest_gpuinfer.probes.rules import judge
     from pytest_gpuinfer.probes.software import cached_arch_list, probe_software, verify_stack
@@ -35,9 +40,9 @@ def probe(
     modes = parse_modes(modes)
     software = probe_software()
     if profile is not None:
-        from pytest_gpuinfer.probes.profiles import load_profile
+        from pytest_gpuinfer.probes.profiles import Profile, load_profile
 
-        simulated = load_profile(profile)
+        simulated = profile if isinstance(profile, Profile) else load_profile(profile)
         gpus = simulated.gpus()
         driver = DriverInfo(
             unknown={
@@ -98,5 +103,11 @@ def probe(
             visible_devices=env.get("CUDA_VISIBLE_DEVICES"),
             warnings=list(nvml.warnings),
         )
+        from pytest_gpuinfer.probes.nvml_health import apply_health
+
+        apply_health(report)
+    from pytest_gpuinfer.probes.alloc_conf import allocator_config
+
+    report.notes.extend(allocator_config(env).notes())
     report.probe_seconds = round(time.perf_counter() - started, 4)
     return report

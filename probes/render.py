@@ -90,6 +90,7 @@ def machine_lines(report: Report) -> list[str]:
         why = report.gpu_unavailable_reason or "no GPU visible"
         lines.append(f"no GPU: {why}; judging the CPU")
     lines.extend(f"warning: {w}" for w in report.warnings)
+    lines.extend(f"note: {n}" for n in report.notes)
     if not report.simulated and report.driver.driver_version:
         cuda = report.driver.cuda_driver_version or "?"
         lines.append(f"driver {report.driver.driver_version} (CUDA {cuda})")

@@ -14,6 +14,9 @@ from typing import Any
 
 from pytest_gpuinfer.probes.modes import MODES as MODES  # re-exported: contracts.md
 
+SCHEMA = "pytest-gpuinfer/audit"
+"""``gpuinfer audit --json``'s stamp; ``pytest_gpuinfer.schemas.AUDIT`` names the same (the
+probes import nothing above them, so the string lives here and a test ties the two)."""
 SCHEMA_VERSION = "1"
 
 
@@ -59,6 +62,9 @@ class GPUInfo:
     """False for parts sold without them although their architecture has them (GTX 16xx)."""
     simulated: bool = False
     unknown: dict[str, str] = field(default_factory=dict)
+    health: dict[str, Any] = field(default_factory=dict)
+    """NVML health facts (``probes.nvml_health``: clock event reasons, ECC, remapped rows,
+    PCIe link, persistence mode); empty when not read (a profile, an older report)."""
 
     @property
     def label(self) -> str:
@@ -273,6 +279,9 @@ class Report:
     platform: str = "x86_64"
     """ "x86_64", "aarch64" (a server such as GH200) or "tegra" (Jetson): which official
     wheels exist for the machine (probes.platform_info reads it; a profile states it)."""
+    notes: list[str] = field(default_factory=list)
+    """Facts worth a line that change no verdict by themselves: NVML health (clock event
+    reasons, ECC, PCIe link, persistence mode), the allocator configuration."""
     schema_version: str = SCHEMA_VERSION
 
     @property
@@ -284,6 +293,7 @@ class Report:
 
     def to_dict(self) -> dict[str, Any]:
         return {
+            "schema": SCHEMA,
             "schema_version": self.schema_version,
             "profile": self.profile,
             "platform": self.platform,
@@ -296,10 +306,16 @@ class Report:
             "memory_fit": self.memory_fit,
             "probe_seconds": self.probe_seconds,
             "warnings": list(self.warnings),
+            "notes": list(self.notes),
         }
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> Report:
+        """Read ``to_dict``'s output; audits written before the ``schema`` key was added
+        (same version, no ``schema``) are read too."""
+        stamp = data.get("schema", SCHEMA)
+        if stamp != SCHEMA:
+            raise ValueError(f"report schema {stamp!r} is not {SCHEMA!r} (gpuinfer audit --json)")
         version = data.get("schema_version")
         if version != SCHEMA_VERSION:
             raise ValueError(
@@ -317,6 +333,7 @@ class Report:
             probe_seconds=data.get("probe_seconds"),
             warnings=list(data.get("warnings", [])),
             platform=str(data.get("platform", "x86_64")),
+            notes=list(data.get("notes", [])),
             schema_version=version,
         )
 

@@ -353,7 +353,10 @@ def test_to_dict_is_json_and_rows(llama_1b: MemoryEstimate) -> None:
         "fits",
         "device_plans",
         "warnings",
+        "allocator",
     }
+    assert data["allocator"]["variable"] is None  # torch's defaults unless one is passed
+    assert data["margins"]["fragmentation_scale"] == 1.0
     fp16 = data["fits"]["fp16"]
     assert fp16["status"] == "supported"
     assert set(fp16["workload"]["parts"]) == {

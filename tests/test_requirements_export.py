@@ -143,7 +143,7 @@ def test_route_tests_to_runners_from_the_export(
     assert code == 0
     captured = capsys.readouterr()
     assert json.loads(captured.out) == {
-        "include": [{"runner": "t4", "tests": 4}]
+        "include": [{"runner": "t4", "runs-on": "t4", "tests": 4}]
     }  # every test fits the cheaper T4 except test_split, which fits nowhere
     assert (out / "t4.txt").read_text().splitlines() == [
         "test_suite.py::test_quantized[int8]",

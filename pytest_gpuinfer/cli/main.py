@@ -14,6 +14,7 @@ import json
 import os
 import sys
 from collections.abc import Sequence
+from pathlib import Path
 from typing import TYPE_CHECKING, NoReturn
 
 from pytest_gpuinfer.probes.errors import InputError
@@ -44,19 +45,41 @@ def _build_parser() -> argparse.ArgumentParser:
         prog="gpuinfer",
         description="Can this machine run a Hugging Face model in int8, fastpath, fp16 ...?",
     )
+    parser.add_argument("--version", action="store_true", help="print the version and exit")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
-    audit = sub.add_parser("audit", help="judge every mode on this machine or a profile")
-    audit.add_argument("--model", metavar="PATH", help="model directory, config.json or cached id")
+    audit = sub.add_parser(
+        "audit",
+        help="judge every mode on this machine or a profile",
+        description="Unset options are read from the plugin's variables: GPUINFER_MODEL, "
+        "GPUINFER_MODES, GPUINFER_PROFILE, GPUINFER_STRICT (command line > variable > default).",
+    )
+    audit.add_argument(
+        "--model", metavar="PATH", help="model directory, config.json or cached id [GPUINFER_MODEL]"
+    )
     audit.add_argument(
         "--modes",
         metavar="LIST",
-        default=",".join(MODES),
-        help=f"comma-separated modes to judge (default: all of {','.join(MODES)})",
+        default=None,
+        help=f"comma-separated modes to judge (default: all of {','.join(MODES)}) [GPUINFER_MODES]",
     )
     audit.add_argument(
         "--profile",
         metavar="NAME|FILE",
-        help="judge a simulated GPU (see `gpuinfer profiles`) instead of this machine",
+        action="append",
+        default=None,
+        help="judge a simulated GPU (see `gpuinfer profiles`) instead of this machine "
+        "[GPUINFER_PROFILE]; with --sweep, a profile to add to the built-in ones (repeatable)",
+    )
+    audit.add_argument(
+        "--profile-from-labels",
+        metavar="FILE",
+        help="judge the GPU a Kubernetes node's GPU feature discovery labels describe "
+        "(`kubectl get node N -o json` .metadata.labels, or key=value lines)",
+    )
+    audit.add_argument(
+        "--sweep",
+        action="store_true",
+        help="with --model: judge every built-in profile (and --profile ones), smallest fit first",
     )
     audit.add_argument(
         "--max-memory",
@@ -72,7 +95,10 @@ def _build_parser() -> argparse.ArgumentParser:
         help="run one real bitsandbytes int8 matmul in a child process (seconds; cached)",
     )
     audit.add_argument(
-        "--strict", action="store_true", help="exit 1 on 'degraded' too, not only 'unsupported'"
+        "--strict",
+        action="store_true",
+        default=None,
+        help="exit 1 on 'degraded' too, not only 'unsupported' [GPUINFER_STRICT]",
     )
     profiles = sub.add_parser("profiles", help="list the built-in simulated GPU profiles")
     profiles.set_defaults(func=lambda args: _profiles())
@@ -84,11 +110,13 @@ def _build_parser() -> argparse.ArgumentParser:
     audit.set_defaults(func=_audit)
     matrix.set_defaults(func=_matrix)
     from pytest_gpuinfer import cli_bench
-    from pytest_gpuinfer.cli import merge, route
+    from pytest_gpuinfer.cli import env, export, merge, route
 
     cli_bench.add_parser(sub).set_defaults(func=cli_bench.run)
     merge.add_parser(sub)
     route.add_parser(sub)
+    env.add_parser(sub)
+    export.add_parser(sub)
     return parser
 
 
@@ -147,19 +175,57 @@ def _exit_code(report: Report, modes: Sequence[str], strict: bool) -> int:
 
 
 def _audit(args: argparse.Namespace) -> int:
+    from pytest_gpuinfer.cli.audit_settings import AUDIT_ENVIRONMENT, apply_environment
+    from pytest_gpuinfer.probes.alloc_conf import allocator_config
     from pytest_gpuinfer.probes.probe import probe
 
+    sources = apply_environment(args, os.environ)
     try:
-        modes = tuple(mode.name for mode in parse_mode_list(args.modes))
+        modes = tuple(
+            mode.name
+            for mode in parse_mode_list(",".join(MODES) if args.modes is None else args.modes)
+        )
     except InputError as error:
-        raise InputError(f"--modes: {error}") from None
+        where = AUDIT_ENVIRONMENT["modes"] if "modes" in sources else "--modes"
+        raise InputError(f"{where}: {error}") from None
+    profiles: list[str] = list(args.profile or [])
+    labelled = None
+    if args.profile_from_labels is not None:
+        from pytest_gpuinfer.probes.profile_labels import profile_from_labels, read_labels
+
+        path = Path(args.profile_from_labels)
+        labelled = profile_from_labels(read_labels(path), source=str(path))
+    if args.sweep:
+        if args.model is None:
+            raise InputError("--sweep judges a model on every profile: give --model PATH too")
+        from pytest_gpuinfer.cli import sweep
+
+        extra: list[object] = [*profiles, *([labelled] if labelled is not None else [])]
+        return sweep.run(args.model, extra, modes, _workload(args), os.environ, as_json=args.json)
+    if len(profiles) > 1:
+        raise InputError(
+            f"--profile is given {len(profiles)} times ({', '.join(profiles)}); give one, "
+            "or add --sweep to compare them"
+        )
+    profile: object = profiles[0] if profiles else None
+    if labelled is not None:
+        if profiles and "profile" not in sources:
+            raise InputError(
+                "--profile and --profile-from-labels both describe the GPU: give one of them"
+            )
+        profile = labelled
     max_memory = None
     if args.max_memory is not None:
         from pytest_gpuinfer.probes.memory_units import parse_max_memory
 
         max_memory = parse_max_memory(args.max_memory, what="--max-memory")
     workload = _workload(args)
-    report = probe(args.profile, verify=args.verify, modes=modes)
+    try:
+        report = probe(profile, verify=args.verify, modes=modes)  # type: ignore[arg-type]
+    except InputError as error:
+        if "profile" in sources and labelled is None:
+            raise InputError(f"{AUDIT_ENVIRONMENT['profile']}: {error}") from None
+        raise
     fit_rows: list[str] = []
     if args.model is not None:
         from pytest_gpuinfer.probes.memory_fit import (
@@ -172,7 +238,13 @@ def _audit(args: argparse.Namespace) -> int:
         if max_memory is not None:
             check_max_memory(max_memory, report.gpus)  # before the estimate: exit 2 fast
         estimate = estimate_model_memory(args.model, modes=modes)
-        fit = fit_on_devices(estimate, report.gpus, max_memory=max_memory, workload=workload)
+        fit = fit_on_devices(
+            estimate,
+            report.gpus,
+            max_memory=max_memory,
+            workload=workload,
+            allocator=allocator_config(os.environ),
+        )
         report.memory_fit = fit.to_dict()
         report.memory_fit["judged"] = bool(report.gpus)
         fit_rows = memory_fit_lines(fit, judged=bool(report.gpus))
@@ -187,7 +259,7 @@ def _audit(args: argparse.Namespace) -> int:
         if fit_rows:
             print()
             print("\n".join(fit_rows))
-    return _exit_code(report, modes, args.strict)
+    return _exit_code(report, modes, bool(args.strict))
 
 
 def _profiles() -> int:
@@ -239,6 +311,11 @@ def _matrix(args: argparse.Namespace) -> int:
 
 
 def _run(parser: argparse.ArgumentParser, args: argparse.Namespace) -> int:
+    if args.version:
+        from pytest_gpuinfer import __version__
+
+        print(f"gpuinfer (pytest-gpuinfer) {__version__}")
+        return EXIT_OK
     func = getattr(args, "func", None)
     if func is None:
         parser.print_help()

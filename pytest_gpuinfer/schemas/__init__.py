@@ -55,7 +55,16 @@ ROUTING = Format(
     "pytest-gpuinfer/routing", "1", "a `gpuinfer route` routing.json", "routing.schema.json"
 )
 ERROR = Format("pytest-gpuinfer/error", "1", "a `gpuinfer --json` error", "error.schema.json")
-AUDIT_SCHEMA_FILE = "audit.schema.json"
-"""`gpuinfer audit --json` (``probes.report.Report``; its reader is ``Report.from_dict``)."""
+AUDIT = Format(
+    "pytest-gpuinfer/audit", "1", "a `gpuinfer audit --json` report", "audit.schema.json"
+)
+"""`gpuinfer audit --json` (``probes.report.Report.to_dict``, which stamps it itself since the
+probes import nothing above them; its reader is ``Report.from_dict``)."""
+AUDIT_SCHEMA_FILE = AUDIT.file
 
-FORMATS: tuple[Format, ...] = (REPORT, REQUIREMENTS, MERGE, ROUTING, ERROR)
+SWEEP = Format(
+    "pytest-gpuinfer/sweep", "1", "a `gpuinfer audit --sweep --json` view", "sweep.schema.json"
+)
+ENV = Format("pytest-gpuinfer/env", "1", "a `gpuinfer env --json` block", "env.schema.json")
+
+FORMATS: tuple[Format, ...] = (REPORT, REQUIREMENTS, MERGE, ROUTING, ERROR, AUDIT, SWEEP, ENV)

@@ -33,6 +33,13 @@ default 1e6; each read adds ``"energy_step_mj"``, default 5000) and ``"processes
 (``[{"pid": 123, "used": bytes}]``, the compute processes on it; default none); their
 failure keys are "clock", "bus_width", "energy" and "processes".
 
+Health (``probes.nvml_health``), per GPU: ``"clocks_event_reasons"`` (the bit mask, default
+0), ``"ecc_uncorrected"`` (volatile count, default 0), ``"remapped_rows"`` ([corrected,
+uncorrected, pending, failure], default [0, 0, 0, 0]), ``"pcie"`` ({"gen", "max_gen",
+"width", "max_width"}, default gen 5 x16 of gen 5 x16), ``"persistence"`` (default 1); their
+failure keys are "clocks_event", "ecc", "remapped", "pcie" and "persistence". With
+``legacy_bindings`` only the old name ``nvmlDeviceGetCurrentClocksThrottleReasons`` exists.
+
 A failure is the suffix of an NVMLError class ("NotSupported", "GpuIsLost",
 "FunctionNotFound", ...) or the name of a builtin exception ("TypeError",
 "RuntimeError") to exercise a caller's last-resort net. A GPU's "*" applies to every
@@ -191,6 +198,8 @@ def __getattr__(name: str) -> Any:
             return _NVML_MEMORY_V2
         if name == "nvmlSystemGetCudaDriverVersion_v2":
             return _cuda_driver_version_v2
+        if name == "nvmlDeviceGetCurrentClocksEventReasons":
+            return _clocks_event_reasons
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
@@ -414,3 +423,61 @@ def nvmlDeviceGetGraphicsRunningProcesses(handle: _Handle) -> list[c_nvmlProcess
     _call("nvmlDeviceGetGraphicsRunningProcesses")
     _gpu(handle, "processes")
     return []
+
+
+# -- health (probes.nvml_health) ------------------------------------------------------------
+
+
+def _clocks_event_reasons(handle: _Handle) -> int:
+    _call("nvmlDeviceGetCurrentClocksEventReasons")
+    return int(_gpu(handle, "clocks_event").get("clocks_event_reasons", 0))
+
+
+def nvmlDeviceGetCurrentClocksThrottleReasons(handle: _Handle) -> int:
+    _call("nvmlDeviceGetCurrentClocksThrottleReasons")
+    return int(_gpu(handle, "clocks_event").get("clocks_event_reasons", 0))
+
+
+def nvmlDeviceGetTotalEccErrors(handle: _Handle, error_type: int, counter_type: int) -> int:
+    _call("nvmlDeviceGetTotalEccErrors")
+    gpu = _gpu(handle, "ecc")
+    if (error_type, counter_type) != (1, 0):  # uncorrected, volatile: what the probe asks
+        return 0
+    return int(gpu.get("ecc_uncorrected", 0))
+
+
+def nvmlDeviceGetRemappedRows(handle: _Handle) -> tuple[int, int, int, int]:
+    _call("nvmlDeviceGetRemappedRows")
+    corrected, uncorrected, pending, failure = _gpu(handle, "remapped").get(
+        "remapped_rows", [0, 0, 0, 0]
+    )
+    return int(corrected), int(uncorrected), int(pending), int(failure)
+
+
+def _pcie(handle: _Handle, key: str, default: int) -> int:
+    return int(_gpu(handle, "pcie").get("pcie", {}).get(key, default))
+
+
+def nvmlDeviceGetCurrPcieLinkGeneration(handle: _Handle) -> int:
+    _call("nvmlDeviceGetCurrPcieLinkGeneration")
+    return _pcie(handle, "gen", 5)
+
+
+def nvmlDeviceGetMaxPcieLinkGeneration(handle: _Handle) -> int:
+    _call("nvmlDeviceGetMaxPcieLinkGeneration")
+    return _pcie(handle, "max_gen", 5)
+
+
+def nvmlDeviceGetCurrPcieLinkWidth(handle: _Handle) -> int:
+    _call("nvmlDeviceGetCurrPcieLinkWidth")
+    return _pcie(handle, "width", 16)
+
+
+def nvmlDeviceGetMaxPcieLinkWidth(handle: _Handle) -> int:
+    _call("nvmlDeviceGetMaxPcieLinkWidth")
+    return _pcie(handle, "max_width", 16)
+
+
+def nvmlDeviceGetPersistenceMode(handle: _Handle) -> int:
+    _call("nvmlDeviceGetPersistenceMode")
+    return int(_gpu(handle, "persistence").get("persistence", 1))
