@@ -75,7 +75,8 @@ def test_the_mark_added_to_a_fixture_test_judges_nothing_more(pytester: pytest.P
 
         @pytest.mark.gpuinfer(modes=["fp32"])
         def test_x(inference_mode, request):
-            assert [m.kwargs for m in request.node.iter_markers("gpuinfer")] == [{"modes": ["fp32"]}]
+            marks = [m.kwargs for m in request.node.iter_markers("gpuinfer")]
+            assert marks == [{"modes": ["fp32"]}]
 
         def test_y(inference_mode, request):
             assert [m.kwargs for m in request.node.iter_markers("gpuinfer")] == [{}]
