@@ -213,12 +213,20 @@ def _checker() -> ModuleType:
     return module
 
 
-def test_the_page_as_chromium_renders_it(pytester: pytest.Pytester, fleet: list[str]) -> None:
+def test_the_page_as_chromium_renders_it(
+    pytester: pytest.Pytester, fleet: list[str], capsys: pytest.CaptureFixture[str]
+) -> None:
     checker = _checker()
     chromium = checker.find_chromium()
     if chromium is None:
         pytest.skip("no chromium on PATH (Debian: apt-get install chromium); the parsed check runs")
-    _page(pytester, fleet)
+    audits = []
+    for profile in ("t4", "a100-40gb"):
+        main(["audit", "--profile", profile, "--json"])
+        path = pytester.path / f"audit-{profile}.json"
+        path.write_text(capsys.readouterr().out)
+        audits.append(str(path))
+    _page(pytester, [*fleet, *audits])
     seen = checker.probe(pytester.path / "fleet.html", chromium)
     assert checker.problems(seen) == []
     by_state: dict[str, set[str]] = {}
@@ -231,6 +239,11 @@ def test_the_page_as_chromium_renders_it(pytester: pytest.Pytester, fleet: list[
     assert by_state["passed"] == {"rgb(183, 228, 183)"}
     assert seen["page_text"].count(NEEDS_TWO) == 1
     assert all(cell["visible"] for cell in seen["cells"])
+    # The mode table speaks the same colours: a supported mode blue, bf16 on a T4 orange.
+    modes = {(c["row"], c["column"]): c for c in seen["cells"] if c["table"] == "modes"}
+    assert modes[("bf16", "M1")]["background"] == "rgb(255, 207, 143)"
+    assert modes[("bf16", "M1")]["refs"] and modes[("bf16", "M2")]["text"] == "supported"
+    assert modes[("bf16", "M2")]["background"] == "rgb(185, 215, 255)"
 
 
 def test_the_checker_finds_what_a_person_would_miss() -> None:
@@ -243,11 +256,12 @@ def test_the_checker_finds_what_a_person_would_miss() -> None:
             {**cell, "state": "cannot run", "text": "cannot run", "background": "rgb(1, 1, 1)"},
         ],
         "legend": [],
-        "reasons": [{"id": "reason-1", "text": "twice"}],
+        "reasons": [{"id": "reason-1", "text": "twice"}, {"id": "reason-2", "text": "twice"}],
         "page_text": "twice and twice",
     }
     assert checker.problems(seen) == [
         "tests: t on M1: cannot run, but names no reason",
         "would run and cannot run look the same (rgb(1, 1, 1))",
         "reason #reason-1 is shown 2 times, not once: twice",
+        "reason #reason-2 is shown 2 times, not once: twice",
     ]

@@ -264,3 +264,16 @@ def test_load_reads_names_and_outcomes(pytester: pytest.Pytester) -> None:
     cov = coverage(runs)
     assert cov.cell("test_suite.py::test_plain", "ci-t4").outcome == "passed"
     assert cov.cell("test_suite.py::nope", "ci-t4").outcome == "not collected"
+
+
+def test_a_report_without_state_shows_its_skips_as_skips(pytester: pytest.Pytester) -> None:
+    """``state`` joined schema 2 later: an earlier report of that version still merges."""
+    pytester.makepyfile(test_suite=SUITE)
+    report = _run(pytester, "t4.json", "--gpuinfer-profile", "t4")
+    data = json.loads(report.read_text())
+    for test in data["tests"]:
+        del test["state"]
+    report.write_text(json.dumps(data))
+    cov = coverage(load([f"old={report}"])[0])
+    assert cov.cell("test_suite.py::test_ampere", "old").state == "skipped"
+    assert cov.cell("test_suite.py::test_plain", "old").state == "passed"
