@@ -311,8 +311,10 @@ def bnb_releases() -> tuple[BnbRelease, ...]:
 
 
 @lru_cache(maxsize=1)
-def _bnb_by_version() -> Mapping[Version, BnbRelease]:
-    return MappingProxyType({Version(row.release): row for row in bnb_releases()})
+def _bnb_by_version() -> Mapping[str, BnbRelease]:
+    # Keyed by the normalised text, not by Version: a Version of a re-imported
+    # `packaging` (pytester's in-process runs restore sys.modules) never equals a cached one.
+    return MappingProxyType({str(Version(row.release)): row for row in bnb_releases()})
 
 
 def bnb_covered_text() -> str:
@@ -323,7 +325,7 @@ def bnb_covered_text() -> str:
 
 def bnb_release(version: Version) -> BnbRelease | None:
     """The row read from this exact release's wheel; None for a release nobody read."""
-    return _bnb_by_version().get(version)
+    return _bnb_by_version().get(str(version))
 
 
 def bnb_library_for(row: BnbRelease, cuda: str, cc: tuple[int, int]) -> BnbLibrary | None:

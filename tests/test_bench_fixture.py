@@ -80,3 +80,33 @@ def test_dormant_plugin_skips_the_fixture_with_the_hint(pytester: pytest.Pyteste
     result = pytester.runpytest_inprocess("-p", "no:cacheprovider", "-rs")
     result.assert_outcomes(skipped=1)
     result.stdout.fnmatch_lines(["*pytest-gpuinfer is not enabled*"])
+
+
+def test_figures_reach_junit_under_the_default_xunit2(pytester: pytest.Pytester) -> None:
+    """xunit2 allows no properties on a test case: the figures become suite properties
+    named ``<nodeid>::<figure>``, and record_property's xunit2 warning never shows."""
+    pytester.makepyfile(
+        test_one=SUITE.split("def test_bf16_budget")[0]
+        + "def test_fp32(load_model, gpuinfer_bench):\n"
+        + '    gpuinfer_bench(load_model(MODEL, "fp32", device_map="cpu"), **QUICK)\n'
+    )
+    result = pytester.runpytest_inprocess(
+        "--gpuinfer",
+        "-p",
+        "no:cacheprovider",
+        "--junitxml=junit.xml",
+        "-W",
+        "error::pytest.PytestWarning",
+    )
+    result.assert_outcomes(passed=1)
+    assert "PytestWarning" not in result.stdout.str()
+    root = ET.parse(pytester.path / "junit.xml").getroot()
+    suite = root.find("testsuite")
+    assert suite is not None
+    props = {str(p.get("name")): str(p.get("value")) for p in suite.findall("properties/property")}
+    assert props["test_one.py::test_fp32::gpuinfer_bench.fp32.b1.status"] == "measured"
+    assert (
+        float(props["test_one.py::test_fp32::gpuinfer_bench.fp32.b1.decode_seconds_per_token"]) > 0
+    )
+    assert "gpuinfer_gpu_count" in props  # the session's facts beside them
+    assert [case.find("properties") for case in root.iter("testcase")] == [None]

@@ -91,12 +91,11 @@ def test_coverage_matrix_of_a_fleet(
 ) -> None:
     reports = _fleet(pytester, fake_nvml, monkeypatch)
     host = socket.gethostname()
-    html_path = pytester.path / "fleet.html"
     capsys.readouterr()
-    code = main(["merge", *map(str, reports), "--html", str(html_path)])
+    code = main(["merge", *map(str, reports)])
     out = capsys.readouterr().out.splitlines()
     assert code == 1  # test_fermi ran nowhere
-    assert out[:8] == [
+    assert out[:7] == [
         "coverage: 7 tests x 4 machines",
         "",
         "machines, by GPU:",
@@ -104,27 +103,42 @@ def test_coverage_matrix_of_a_fleet(
         f"  1 x Tesla K80 (3.7): M2 {host} profile=k80",
         "  2 x NVIDIA H100 80GB HBM3 (9.0): M3 ci-h100x2",
         "",
-        "test" + " " * 29 + "M1    M2    M3    M4",
     ]
-    rows = {line.split()[0]: line.split()[1:] for line in out[8:15]}
-    # On a simulated profile GPU tests skip; the fake machines run those whose
-    # requirements hold (the mode tests skip there: their torch has no CUDA).
-    assert rows["test_suite.py::test_ampere"] == ["skip", "skip", "pass", "skip"]
-    assert rows["test_suite.py::test_two_gpus"] == ["skip", "skip", "pass", "skip"]
-    assert rows["test_suite.py::test_fails"] == ["skip", "skip", "FAIL", "FAIL"]
+    assert out[7].split() == ["test", "M1", "M2", "M3", "M4"]
+    rows = {
+        line.split("  ")[0]: [c.strip() for c in line.split("  ")[1:] if c] for line in out[8:15]
+    }
+    # A simulated profile that meets a test's requirements: "would run" (the T4 profile's
+    # fp16, any-GPU tests); an unmet requirement: "cannot run" and its reason's number.
+    # The fake machines run what their requirements allow (the mode tests cannot: their
+    # torch has no CUDA).
+    assert rows["test_suite.py::test_fails"] == ["would run", "would run", "FAIL", "FAIL"]
+    assert rows["test_suite.py::test_ampere"] == [
+        "cannot run [8]",
+        "cannot run [9]",
+        "pass",
+        "cannot run [8]",
+    ]
+    assert rows["test_suite.py::test_two_gpus"][2] == "pass"
+    assert rows["test_suite.py::test_modes[fp16]"][0] == "would run"
     assert rows["test_suite.py::test_plain"] == ["pass", "-", "pass", "pass"]  # -k on k80
+    # Each reason once, numbered, with the cells that refer to it.
+    reasons = out[out.index("reasons:") + 1 :]
+    at = reasons.index("  [8] needs compute_capability >=8.0; found GPU 0 Tesla T4 (7.5)")
+    assert reasons[at + 1] == "      (cannot run, 2 cells on M1, M4)"
+    assert sum("needs gpus=2; found 1 GPU" in line for line in out) == 1
+    assert [line for line in out if line.startswith("legend: ")] == [
+        "legend: passed: ran and passed; failed: ran and failed; would run: requirements "
+        "met on a simulated profile; not executed (no such GPU there); cannot run: a "
+        "requirement is unmet on that machine: see its reason; not collected: not "
+        "collected on that machine (deselected, or not in its subset)"
+    ]
     nowhere = out[out.index("ran on no machine: 3") + 1 :]
     assert nowhere == [
         "  test_suite.py::test_modes[fp16]",
         "  test_suite.py::test_modes[bf16]",
         "  test_suite.py::test_fermi",
     ]
-    assert "  M4    1 x needs compute_capability >=8.0; found GPU 0 Tesla T4 (7.5)" in out
-    page = html_path.read_text()
-    assert page.startswith("<!DOCTYPE html>")
-    assert "http://" not in page and "https://" not in page and "<script" not in page
-    assert '<td class="failed">FAIL</td>' in page
-    assert "<code>test_suite.py::test_fermi</code> <b>(ran nowhere)</b>" in page
     assert main(["merge", "--no-fail-on-unrun", *map(str, reports)]) == 0
 
 
@@ -146,8 +160,12 @@ def test_merged_json(
     assert ampere["ran_on"] == ["ci-h100x2"]
     assert ampere["machines"]["ci-t4"] == {
         "outcome": "skipped",
+        "state": "cannot run",
         "reason": "needs compute_capability >=8.0; found GPU 0 Tesla T4 (7.5)",
     }
+    t4 = f"{socket.gethostname()} profile=t4"
+    assert tests["test_suite.py::test_fails"]["machines"][t4]["state"] == "would run"
+    assert tests["test_suite.py::test_fails"]["machines"]["ci-t4"]["state"] == "failed"
     k80 = f"{socket.gethostname()} profile=k80"
     assert tests["test_suite.py::test_plain"]["machines"][k80]["outcome"] == "not collected"
     assert cov["ran_nowhere"] == [
@@ -246,3 +264,16 @@ def test_load_reads_names_and_outcomes(pytester: pytest.Pytester) -> None:
     cov = coverage(runs)
     assert cov.cell("test_suite.py::test_plain", "ci-t4").outcome == "passed"
     assert cov.cell("test_suite.py::nope", "ci-t4").outcome == "not collected"
+
+
+def test_a_report_without_state_shows_its_skips_as_skips(pytester: pytest.Pytester) -> None:
+    """``state`` joined schema 2 later: an earlier report of that version still merges."""
+    pytester.makepyfile(test_suite=SUITE)
+    report = _run(pytester, "t4.json", "--gpuinfer-profile", "t4")
+    data = json.loads(report.read_text())
+    for test in data["tests"]:
+        del test["state"]
+    report.write_text(json.dumps(data))
+    cov = coverage(load([f"old={report}"])[0])
+    assert cov.cell("test_suite.py::test_ampere", "old").state == "skipped"
+    assert cov.cell("test_suite.py::test_plain", "old").state == "passed"

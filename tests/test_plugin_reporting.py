@@ -150,7 +150,7 @@ def test_json_report(pytester: pytest.Pytester, fake_nvml: InstallNvml) -> None:
         "test_suite.py::test_plain",
     }
     bf16 = tests["test_suite.py::test_modes[bf16]"]
-    assert bf16["outcome"] == "skipped"
+    assert (bf16["outcome"], bf16["state"]) == ("skipped", "cannot run")
     assert bf16["mode"] == "bf16"
     assert bf16["requirements"] == {"modes": ["fp32", "bf16"]}
     assert bf16["skip_reason"].startswith("mode bf16 is unsupported")
@@ -158,14 +158,15 @@ def test_json_report(pytester: pytest.Pytester, fake_nvml: InstallNvml) -> None:
     assert ampere == {
         "nodeid": "test_suite.py::test_ampere",
         "outcome": "skipped",
+        "state": "cannot run",
         "mode": None,
         "requirements": {"compute_capability": ">=8.0"},
         "skip_reason": "needs compute_capability >=8.0; found GPU 0 Tesla T4 (7.5)",
         "worker": None,
         "visible_devices": None,
     }
-    assert tests["test_suite.py::test_fails"]["outcome"] == "failed"
-    assert tests["test_suite.py::test_plain"]["outcome"] == "passed"
+    assert tests["test_suite.py::test_fails"]["state"] == "failed"
+    assert tests["test_suite.py::test_plain"]["state"] == "passed"
     assert not list(pytester.path.glob(".out.json.*"))  # no temporary file left behind
 
 

@@ -1,14 +1,13 @@
 """The ``gpuinfer_bench`` fixture: measure a loaded model as ``gpuinfer bench`` does.
 
 It runs in the test's process (the model is already loaded there), with the same
-warm-up, repetition policy, per-token clock and record as the CLI's children, and
-stamps the figures into the JUnit XML properties and, when the test uses pytest-
-benchmark's ``benchmark`` fixture, into its ``extra_info``.
+warm-up, repetition policy, per-token clock and record as the CLI's children, and hands
+every figure to a sink: ``pytest_gpuinfer.plugin.fixtures.gpuinfer_bench`` (the fixture
+the plugin registers) sends them to JUnit XML and to pytest-benchmark's ``extra_info``.
 """
 
 from __future__ import annotations
 
-import functools
 import os
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
@@ -126,27 +125,3 @@ def bench_loaded(
             f"gpuinfer_bench: {result.label}: {result.status}: {result.reason}", pytrace=False
         )
     return result
-
-
-@pytest.fixture
-def gpuinfer_bench(
-    request: pytest.FixtureRequest,
-    record_property: Callable[[str, object], None],
-    gpu_report: Report,
-) -> functools.partial[ModeResult]:
-    """Factory: ``gpuinfer_bench(loaded, *, batch_size=1, prompt_len=32, new_tokens=16,
-    warmup=1, min_repetitions=5, min_seconds=1.0, max_spread=0.05, reference=None,
-    check=True) -> ModeResult`` (:func:`bench_loaded` with this test's report and sinks).
-
-    ``reference`` (an earlier result at the same workload) fills ``result.ratios``. A
-    run that is not "measured" (out of memory) fails the test unless ``check=False``.
-    """
-
-    def sink(name: str, value: object) -> None:
-        record_property(name, value)
-        if "benchmark" in request.fixturenames:
-            extra = getattr(request.getfixturevalue("benchmark"), "extra_info", None)
-            if isinstance(extra, dict):
-                extra[name] = value
-
-    return functools.partial(bench_loaded, report=gpu_report, sink=sink)

@@ -30,6 +30,11 @@ def add_parser(sub: Any) -> None:
     merge.add_argument("--json", action="store_true", help="print the merged view as JSON")
     merge.add_argument("--html", metavar="FILE", help="also write one self-contained HTML page")
     merge.add_argument(
+        "--markdown",
+        metavar="FILE",
+        help='also append a Markdown summary to FILE (e.g. "$GITHUB_STEP_SUMMARY")',
+    )
+    merge.add_argument(
         "--fail-on-unrun",
         action=argparse.BooleanOptionalAction,
         default=True,
@@ -40,28 +45,33 @@ def add_parser(sub: Any) -> None:
 
 def run(args: argparse.Namespace) -> int:
     """Run ``gpuinfer merge``; InputError (exit 2 in cli.main) on bad input."""
+    from pytest_gpuinfer.fleet.markdown import markdown
     from pytest_gpuinfer.fleet.merge import coverage, load, mode_matrix, to_json
-    from pytest_gpuinfer.fleet.render import coverage_text, modes_text, page
-    from pytest_gpuinfer.probes.errors import InputError
+    from pytest_gpuinfer.fleet.page import page
+    from pytest_gpuinfer.fleet.render import text
 
     runs, audits = load(args.reports)
     cov = coverage(runs) if runs else None
     matrix = mode_matrix(audits) if audits else None
     if args.html is not None:
-        path = Path(args.html)
-        try:
-            path.write_text(page(cov, matrix), encoding="utf-8")
-        except OSError as error:
-            raise InputError(f"cannot write {path}: {error.strerror}") from None
+        _write(Path(args.html), page(cov, matrix), "w")
+    if args.markdown is not None:
+        # Appended: $GITHUB_STEP_SUMMARY collects what each command of a step adds.
+        _write(Path(args.markdown), markdown(cov, matrix), "a")
     if args.json:
         print(json.dumps(to_json(cov, matrix), indent=2))
     else:
-        sections = []
-        if matrix is not None:
-            sections.append("\n".join(modes_text(matrix)))
-        if cov is not None:
-            sections.append("\n".join(coverage_text(cov)))
-        print("\n\n".join(sections))
+        print(text(cov, matrix))
     if cov is not None and cov.ran_nowhere and args.fail_on_unrun:
         return EXIT_UNRUN
     return EXIT_OK
+
+
+def _write(path: Path, content: str, mode: str) -> None:
+    from pytest_gpuinfer.probes.errors import InputError
+
+    try:
+        with path.open(mode, encoding="utf-8") as stream:
+            stream.write(content)
+    except OSError as error:
+        raise InputError(f"cannot write {path}: {error.strerror}") from None

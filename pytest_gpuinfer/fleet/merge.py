@@ -14,14 +14,11 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from pytest_gpuinfer.probes.errors import InputError
+from pytest_gpuinfer.requirements.states import NOT_COLLECTED, RAN, SKIP_KINDS, state_of
 from pytest_gpuinfer.schemas import MERGE, REPORT
 
 if TYPE_CHECKING:
     from pytest_gpuinfer.probes.report import Report
-
-NOT_COLLECTED = "not collected"
-RAN = frozenset({"passed", "failed", "error", "xfailed", "xpassed"})
-"""Outcomes that mean the test body ran (a skip or an absence does not)."""
 
 
 @dataclass(frozen=True)
@@ -39,6 +36,13 @@ class Machine:
 class Cell:
     outcome: str
     reason: str | None = None
+    skip_kind: str | None = None
+    """"would run" or "cannot run" when the plugin skipped the test (report ``state``)."""
+
+    @property
+    def state(self) -> str:
+        """The cell's state (``requirements.states``): an outcome, "would run", "cannot run"."""
+        return state_of(self.outcome, self.skip_kind)
 
 
 @dataclass
@@ -162,7 +166,10 @@ def _test_run(path: Path, data: Mapping[str, Any], name: str | None) -> TestRun:
         nodeid = test.get("nodeid")
         if not isinstance(nodeid, str):
             raise InputError(f"{path}: a test entry has no nodeid; the report is damaged")
-        outcomes[nodeid] = Cell(test.get("outcome") or "not run", test.get("skip_reason"))
+        # ``state`` joined schema 2 later; a report without it shows its skips as skips.
+        state = test.get("state")
+        kind = state if state in SKIP_KINDS else None
+        outcomes[nodeid] = Cell(test.get("outcome") or "not run", test.get("skip_reason"), kind)
     return TestRun(machine, outcomes, data.get("exitstatus"))
 
 
@@ -296,6 +303,7 @@ def to_json(cov: Coverage | None, matrix: ModeMatrix | None) -> dict[str, Any]:
                     "machines": {
                         m.name: {
                             "outcome": cov.cell(t, m.name).outcome,
+                            "state": cov.cell(t, m.name).state,
                             "reason": cov.cell(t, m.name).reason,
                         }
                         for m in cov.machines

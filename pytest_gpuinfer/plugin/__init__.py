@@ -35,8 +35,13 @@ NOT_ENABLED = (
     "(or set GPUINFER=1, or ini gpuinfer = true)"
 )
 
-# Fixtures whose tests execute on the GPU: a simulated profile skips them once gated.
-GPU_FIXTURES = frozenset({"inference_mode", "load_model", "gpuinfer_model"})
+# Fixtures whose tests execute on the GPU: a simulated profile skips them once gated, and
+# every test that uses one (directly or through another fixture) gets the gpuinfer mark,
+# so `-m "not gpuinfer"` selects the CPU-only suite. gpu_report and gpuinfer_settings only
+# read facts and stay out.
+GPU_FIXTURES = frozenset(
+    {"inference_mode", "load_model", "gpuinfer_model", "gpuinfer_model_cache", "gpuinfer_bench"}
+)
 
 _SESSION_KEY = pytest.StashKey["GpuinferSession"]()
 _SETTINGS_KEY = pytest.StashKey[options.Settings]()
@@ -180,6 +185,17 @@ def _local_worker_count(config: pytest.Config) -> int:
     return sum(1 for spec in specs if str(spec).startswith("popen"))
 
 
+@pytest.hookimpl(tryfirst=True)
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    # tryfirst: `-m` deselects in pytest's own modifyitems, which must see the mark. Done
+    # dormant too: a CPU-only job need not enable the plugin to leave its GPU tests out.
+    mark = pytest.mark.gpuinfer
+    for item in items:
+        names = getattr(item, "fixturenames", ())
+        if not GPU_FIXTURES.isdisjoint(names) and item.get_closest_marker("gpuinfer") is None:
+            item.add_marker(mark)
+
+
 def _session(config: pytest.Config) -> GpuinferSession | None:
     return config.stash.get(_SESSION_KEY, None)
 
@@ -287,13 +303,9 @@ class GpuinferSession:
             # Nothing runs, so the modes' skip marks would never show: do not probe for them.
             params = [pytest.param(mode, id=mode) for mode in modes]
         else:
-            from pytest_gpuinfer.requirements.check import mode_reason
-
-            params = []
-            for mode in modes:
-                why = mode_reason(self.report, mode)
-                marks = [pytest.mark.skip(reason=why)] if why and not settings.strict else []
-                params.append(pytest.param(mode, id=mode, marks=marks))
+            # A mode this machine cannot run is judged at setup (CannotRun), not by a skip
+            # mark, so that the report tells it from a test's own skip.
+            params = [pytest.param(mode, id=mode) for mode in modes]
         metafunc.parametrize("inference_mode", params, indirect=True)
 
     # -- running ------------------------------------------------------------------------
@@ -323,8 +335,8 @@ class GpuinferSession:
         return data
 
     def pytest_runtest_setup(self, item: pytest.Item) -> None:
-        from pytest_gpuinfer.plugin.gating import simulated_reason, unmet
-        from pytest_gpuinfer.requirements.check import evaluate
+        from pytest_gpuinfer.plugin.gating import unmet, would_run
+        from pytest_gpuinfer.requirements.check import evaluate, mode_reason
 
         requirements = self.requirements_of(item, item.nodeid)
         callspec = getattr(item, "callspec", None)
@@ -332,6 +344,9 @@ class GpuinferSession:
         mode = params.get("inference_mode")
         if "inference_mode" in params and mode is None:
             return  # the "no-mode" parameter carries its own skip mark
+        why = mode_reason(self.report, mode) if mode is not None else None
+        if why:
+            unmet(why, strict=self.settings.strict)  # the mode's rule alone, as it names it
         reasons = evaluate(requirements, self.report, mode=mode, no_gpu_reason=self.no_gpu_reason)
         if reasons:
             unmet("; ".join(reasons), strict=self.settings.strict)
@@ -340,9 +355,7 @@ class GpuinferSession:
             if broken:
                 pytest.fail(broken, pytrace=False)
         if self.report.simulated and self.item_data(item)["gpu_test"]:
-            raise pytest.skip.Exception(
-                simulated_reason(self.report.profile or "?"), _use_item_location=True
-            )
+            would_run(self.report.profile or "?")
 
     @pytest.hookimpl(hookwrapper=True)
     def pytest_runtest_makereport(
@@ -351,18 +364,27 @@ class GpuinferSession:
         outcome = yield
         report = outcome.get_result()
         # Rides on the report through xdist's serialization (a worker's stash never does).
-        report.gpuinfer = self.item_data(item)
+        data = self.item_data(item)
+        from pytest_gpuinfer.plugin import outputs
+
+        extra = outputs.report_extras(item, call)
+        report.gpuinfer = {**data, **extra} if extra else data
 
     def pytest_runtest_logreport(self, report: pytest.TestReport) -> None:
         if self.workerid is not None:
             return
+        data = getattr(report, "gpuinfer", None)
+        if report.when == "call" and data and "junit_properties" in data:
+            from pytest_gpuinfer.plugin.outputs import stamp_junit_test
+
+            stamp_junit_test(self.config, report.nodeid, data)
         self.recorder.add(
             nodeid=report.nodeid,
             when=report.when,
             outcome=report.outcome,
             longrepr=report.longrepr,
             wasxfail=hasattr(report, "wasxfail"),
-            data=getattr(report, "gpuinfer", None),
+            data=data,
         )
 
     # -- reporting ----------------------------------------------------------------------
@@ -386,18 +408,12 @@ class GpuinferSession:
 
     def pytest_sessionstart(self, session: pytest.Session) -> None:
         if self.workerid is not None:
-            return
-        try:
-            from _pytest.junitxml import xml_key
-        except ImportError:  # pragma: no cover - junitxml is a builtin plugin
-            return
-        xml = self.config.stash.get(xml_key, None)
-        if xml is None:
-            return
-        from pytest_gpuinfer.plugin.reporting import hardware_properties
+            return  # the controller's view (all GPUs) is the one to show, not a worker's
+        from pytest_gpuinfer.plugin.outputs import add_metadata, stamp_junit_suite
 
-        for name, value in hardware_properties(self.report):
-            xml.add_global_property(name, value)
+        stamp_junit_suite(self.config, self.report)
+        # pytest-html reads the metadata in its own (trylast) sessionstart, after this one.
+        add_metadata(self.config, self.report)
 
     def pytest_collection_finish(self, session: pytest.Session) -> None:
         path = self.settings.requirements_path
@@ -417,8 +433,8 @@ class GpuinferSession:
         write_json_atomically(path, export(tests, modes=self.settings.modes))
 
     def pytest_sessionfinish(self, session: pytest.Session, exitstatus: int) -> None:
-        path = self.settings.report_path
-        if self.workerid is not None or path is None:
+        path, summary = self.settings.report_path, self.settings.summary_path
+        if self.workerid is not None or (path is None and summary is None):
             return
         from pytest_gpuinfer.plugin.sharing import in_sharing_pass
 
@@ -429,7 +445,12 @@ class GpuinferSession:
         data = json_report(
             self.report, self.settings.to_dict(), self.recorder.records.values(), exitstatus
         )
-        write_json_atomically(path, data)
+        if path is not None:
+            write_json_atomically(path, data)
+        if summary is not None:
+            from pytest_gpuinfer.plugin.outputs import append_summary
+
+            append_summary(summary, self.report, data["machine"], self.recorder.records.values())
 
     def pytest_terminal_summary(self, terminalreporter: Any) -> None:
         if self.workerid is not None:
@@ -452,6 +473,10 @@ class GpuinferSession:
                 terminalreporter.write_line(line)
         if self.settings.report_path is not None:
             terminalreporter.write_line(f"gpuinfer report: {self.settings.report_path}")
+        if self.settings.summary_path is not None:
+            terminalreporter.write_line(
+                f"gpuinfer summary appended to {self.settings.summary_path}"
+            )
 
     @pytest.hookimpl(optionalhook=True)
     def pytest_benchmark_update_machine_info(

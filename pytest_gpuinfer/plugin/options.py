@@ -81,6 +81,16 @@ OPTIONS: tuple[OptionSpec, ...] = (
         "write the probe report and every test's outcome, mode and requirements as JSON",
     ),
     OptionSpec(
+        "summary_path",
+        "--gpuinfer-summary",
+        "gpuinfer_summary",
+        "GPUINFER_SUMMARY",
+        "path",
+        "PATH",
+        "append a Markdown summary (would run, cannot run with its reason, passed, failed) "
+        "to PATH, e.g. $GITHUB_STEP_SUMMARY",
+    ),
+    OptionSpec(
         "model",
         "--gpuinfer-model",
         "gpuinfer_model",
@@ -138,6 +148,8 @@ class Settings:
     modes_selected: bool = False
     """True when ``--gpuinfer-modes`` (or its ini key / variable) chose ``modes``."""
     report_path: Path | None = None
+    summary_path: Path | None = None
+    """Where ``--gpuinfer-summary`` appends the Markdown summary."""
     requirements_path: Path | None = None
     share: int = 1
     """Most xdist workers per GPU (``--gpuinfer-share``); the declared memory may allow fewer."""
@@ -154,6 +166,7 @@ class Settings:
             "modes": list(self.modes),
             "modes_selected": self.modes_selected,
             "report_path": None if self.report_path is None else str(self.report_path),
+            "summary_path": None if self.summary_path is None else str(self.summary_path),
             "requirements_path": (
                 None if self.requirements_path is None else str(self.requirements_path)
             ),
@@ -164,6 +177,7 @@ class Settings:
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> Settings:
         report_path = data.get("report_path")
+        summary_path = data.get("summary_path")
         requirements_path = data.get("requirements_path")
         return cls(
             enabled=bool(data["enabled"]),
@@ -174,6 +188,7 @@ class Settings:
             modes=tuple(data["modes"]),
             modes_selected=bool(data.get("modes_selected", False)),
             report_path=None if report_path is None else Path(report_path),
+            summary_path=None if summary_path is None else Path(summary_path),
             requirements_path=None if requirements_path is None else Path(requirements_path),
             share=int(data.get("share", 1)),
             sources=dict(data.get("sources", {})),

@@ -76,11 +76,20 @@ class TestRecord:
     skip_reason: str | None = None
     worker: str | None = None
     visible_devices: str | None = None
+    skip_kind: str | None = None
+    """"would run" or "cannot run" when the plugin itself skipped the test."""
+
+    @property
+    def state(self) -> str:
+        from pytest_gpuinfer.requirements.states import state_of
+
+        return state_of(self.outcome, self.skip_kind)
 
     def to_dict(self) -> dict[str, Any]:
         return {
             "nodeid": self.nodeid,
             "outcome": self.outcome,
+            "state": self.state,
             "mode": self.mode,
             "requirements": self.requirements,
             "skip_reason": self.skip_reason,
@@ -131,6 +140,7 @@ class Recorder:
             elif record.outcome is None or when == "call":
                 record.outcome = "skipped"
                 record.skip_reason = skip_reason_of(longrepr)
+                record.skip_kind = (data or {}).get("skip_kind")
         elif outcome == "failed":
             if when == "call":
                 record.outcome = "xpassed" if wasxfail else "failed"
