@@ -8,10 +8,9 @@ benchmark's ``benchmark`` fixture, into its ``extra_info``.
 
 from __future__ import annotations
 
-import functools
 import os
 from collections.abc import Callable
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, NoReturn
 
 import pytest
 
@@ -128,25 +127,77 @@ def bench_loaded(
     return result
 
 
-@pytest.fixture
-def gpuinfer_bench(
-    request: pytest.FixtureRequest,
-    record_property: Callable[[str, object], None],
-    gpu_report: Report,
-) -> functools.partial[ModeResult]:
-    """Factory: ``gpuinfer_bench(loaded, *, batch_size=1, prompt_len=32, new_tokens=16,
-    warmup=1, min_repetitions=5, min_seconds=1.0, max_spread=0.05, reference=None,
-    check=True) -> ModeResult`` (:func:`bench_loaded` with this test's report and sinks).
+BENCH_KEYWORDS = (
+    "batch_size",
+    "prompt_len",
+    "new_tokens",
+    "warmup",
+    "min_repetitions",
+    "min_seconds",
+    "max_spread",
+    "reference",
+    "check",
+)
+"""What ``gpuinfer_bench(loaded, ...)`` takes after the loaded model."""
 
-    ``reference`` (an earlier result at the same workload) fills ``result.ratios``. A
-    run that is not "measured" (out of memory) fails the test unless ``check=False``.
-    """
 
-    def sink(name: str, value: object) -> None:
-        record_property(name, value)
-        if "benchmark" in request.fixturenames:
-            extra = getattr(request.getfixturevalue("benchmark"), "extra_info", None)
-            if isinstance(extra, dict):
-                extra[name] = value
+def bench_call(
+    args: tuple[Any, ...],
+    options: dict[str, Any],
+    *,
+    report: Report | None,
+    sink: Callable[[str, object], None],
+) -> ModeResult:
+    """The fixture's callable: its arguments checked, one failure line naming a bad one."""
+    __tracebackhide__ = True
+    if len(args) != 1:
+        _refuse(
+            f"takes the loaded model and keywords ({', '.join(BENCH_KEYWORDS)}); "
+            f"got {len(args)} positional arguments"
+        )
+    loaded = args[0]
+    unknown = [name for name in options if name not in BENCH_KEYWORDS]
+    if unknown:
+        _refuse(
+            f"unknown keyword {unknown[0]}={options[unknown[0]]!r}; expected one of "
+            f"{', '.join(BENCH_KEYWORDS)}"
+        )
+    if not all(hasattr(loaded, name) for name in ("model", "mode", "load_seconds", "applied")):
+        _refuse(f"{_shown(loaded)} is not a loaded model: pass what load_model(...) returned")
+    reference = options.get("reference")
+    if reference is not None and not isinstance(reference, ModeResult):
+        _refuse(
+            f"reference={_shown(reference)} is not a result: pass what an earlier "
+            "gpuinfer_bench(...) call returned (measured at the same workload)"
+        )
+    check = options.get("check", True)
+    if not isinstance(check, bool):
+        _refuse(f"check={check!r} is not understood: expected True or False")
+    warn_past_positions(loaded, options)
+    return bench_loaded(loaded, report=report, sink=sink, **options)
 
-    return functools.partial(bench_loaded, report=gpu_report, sink=sink)
+
+def warn_past_positions(loaded: Any, options: dict[str, Any]) -> None:
+    """The audit's warning when prompt plus new tokens pass the model's positions."""
+    import warnings
+
+    from pytest_gpuinfer.probes.memory_workload import positions_note
+    from pytest_gpuinfer.probes.model_shape import declared_positions
+
+    prompt, new = options.get("prompt_len", 32), options.get("new_tokens", 16)
+    to_dict = getattr(getattr(loaded.model, "config", None), "to_dict", None)
+    if not (callable(to_dict) and isinstance(prompt, int) and isinstance(new, int)):
+        return
+    note = positions_note(declared_positions(to_dict()), prompt, new)
+    if note is not None:
+        warnings.warn(f"gpuinfer_bench: {note}", UserWarning, stacklevel=3)
+
+
+def _shown(value: object) -> str:
+    text = repr(value)
+    return text if len(text) <= 60 else f"a {type(value).__name__}"
+
+
+def _refuse(message: str) -> NoReturn:
+    __tracebackhide__ = True
+    pytest.fail(f"gpuinfer_bench: {message}", pytrace=False)

@@ -7,8 +7,6 @@ Exit codes: 0 merged; 1 a test ran on no machine (``--no-fail-on-unrun`` turns t
 from __future__ import annotations
 
 import argparse
-import json
-from pathlib import Path
 from typing import Any
 
 EXIT_OK = 0
@@ -40,21 +38,24 @@ def add_parser(sub: Any) -> None:
 
 def run(args: argparse.Namespace) -> int:
     """Run ``gpuinfer merge``; InputError (exit 2 in cli.main) on bad input."""
-    from pytest_gpuinfer.fleet.merge import coverage, load, mode_matrix, to_json
+    from pytest_gpuinfer.fleet.merge import coverage, load, mode_matrix, split_argument, to_json
     from pytest_gpuinfer.fleet.render import coverage_text, modes_text, page
-    from pytest_gpuinfer.probes.errors import InputError
+    from pytest_gpuinfer.outputs import Outputs, dumps_json, write_text
 
+    html = None
+    if args.html is not None:
+        files = Outputs()
+        for argument in args.reports:
+            if argument.strip():
+                files.add_input(split_argument(argument)[1], "report")
+        html = files.add(args.html, "--html")
     runs, audits = load(args.reports)
     cov = coverage(runs) if runs else None
     matrix = mode_matrix(audits) if audits else None
-    if args.html is not None:
-        path = Path(args.html)
-        try:
-            path.write_text(page(cov, matrix), encoding="utf-8")
-        except OSError as error:
-            raise InputError(f"cannot write {path}: {error.strerror}") from None
+    if html is not None:
+        write_text(html, page(cov, matrix), what="--html")
     if args.json:
-        print(json.dumps(to_json(cov, matrix), indent=2))
+        print(dumps_json(to_json(cov, matrix)))
     else:
         sections = []
         if matrix is not None:

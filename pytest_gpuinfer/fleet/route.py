@@ -70,8 +70,15 @@ def route(export: Mapping[str, Any], runners: Mapping[str, Report]) -> Routing:
 
     subsets: dict[str, list[str]] = {label: [] for label in runners}
     unroutable: dict[str, list[str]] = {}
+    from pytest_gpuinfer.probes.errors import InputError
+
     for record in export.get("tests", []):
-        requirements = requirements_of_record(record)
+        try:
+            requirements = requirements_of_record(record)
+        except InputError as error:
+            raise InputError(
+                f"export test {record.get('nodeid')!r} has a bad marker: {error}"
+            ) from None
         reasons: list[str] = []
         for label, report in runners.items():
             why = evaluate(requirements, report, mode=record.get("mode"))
