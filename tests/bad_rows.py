@@ -119,7 +119,10 @@ def run_cli(row: Row, directory: Path, artefacts: Mapping[str, str]) -> None:
     assert "Traceback" not in done.stderr + stdout
     assert done.returncode == row.code, done.stderr
     assert one_line(done.stderr, row.needle).startswith("gpuinfer")
-    if not row.stdout_full:
+    if "--json" in row.args:  # the error is a JSON object on stdout too
+        error = json.loads(stdout)
+        assert error["exit_code"] == 2 and row.needle in error["error"]
+    elif not row.stdout_full:
         assert stdout == ""
     assert_unchanged(directory, before)
 

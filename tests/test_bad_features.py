@@ -83,7 +83,7 @@ TABLE: list[Row] = [
     bench("bench-min-seconds-a-year", "--min-seconds", "31536000",
           needle="minimum seconds 31536000.0: expected a number from 0 to 86400"),
     bench("bench-max-spread-nan", "--max-spread", "nan", needle="max spread 'nan'"),
-    bench("bench-max-spread-inf", "--max-spread", "-inf", needle="max spread '-inf'"),
+    bench("bench-max-spread-inf", "--max-spread", "inf", needle="max spread 'inf'"),
     bench("bench-batch-empty-entry", "--batch-size", "1,,2",
           needle="batch size list '1,,2' has an empty entry"),
     bench("bench-batch-twice", "--batch-size", "1,1", needle="batch size 1 is given twice"),
@@ -148,7 +148,7 @@ TABLE: list[Row] = [
             "gpuinfer_bench: unknown keyword repeats=3"),
     fixture("bench-check-text", 'gpuinfer_bench(loaded, check="no")',
             "gpuinfer_bench: check='no' is not understood: expected True or False"),
-    fixture("bench-min-seconds-nan", 'gpuinfer_bench(loaded, min_seconds=float("nan"))',
+    fixture("bench-fixture-min-seconds-nan", 'gpuinfer_bench(loaded, min_seconds=float("nan"))',
             "gpuinfer_bench: minimum seconds nan"),
     fixture("bench-two-models", "gpuinfer_bench(loaded, loaded)",
             "gpuinfer_bench: takes the loaded model and keywords"),
@@ -215,3 +215,17 @@ def test_bad_input(
         _run_loader(row)
     else:
         _run_generation(row)
+
+
+def test_bench_cli_warns_past_the_model_positions_as_the_audit_does() -> None:
+    from pytest_gpuinfer.bench.config import BenchConfig
+    from pytest_gpuinfer.cli_bench import positions_warning
+    from pytest_gpuinfer.tiny_models import trained_model_path
+
+    # The shipped tiny model has 256 positions; the defaults are 256 + 64.
+    defaults = BenchConfig(model=str(trained_model_path()))
+    assert positions_warning(defaults) == (
+        "seq_len + new_tokens = 320 is beyond the model's 256 positions"
+    )
+    short = BenchConfig(model=str(trained_model_path()), prompt_len=128, new_tokens=64)
+    assert positions_warning(short) is None
