@@ -145,7 +145,7 @@ class TorchBuild:
     cuda: str | None
     targets: tuple[str, ...] | None
     """None when unknown (a custom build, a CUDA build no official release has)."""
-    how: Literal["installed", "official", "assumed", "extrapolated"]
+    how: Literal["installed", "official", "assumed", "extrapolated", "pypi"]
     source: str
 
     @property

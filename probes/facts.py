@@ -8,7 +8,7 @@ from typing import Literal
 
 from packaging.version import InvalidVersion, Version
 
-from pytest_gpuinfer.probes import builds
+from pytest_gpuinfer.probes import builds, platforms
 from pytest_gpuinfer.probes.architectures import (
     TENSOR_CORE_PRECISIONS,
     has_tensor_cores,
@@ -29,6 +29,8 @@ class Facts:
     gpu: GPUInfo | None
     simulated: bool = False
     driver: DriverInfo | None = None
+    platform: str = "x86_64"
+    """ "x86_64", "aarch64" or "tegra" (probes.platform_info)."""
 
     @property
     def on_gpu(self) -> bool:
@@ -118,6 +120,7 @@ class Facts:
             "official": "official build",
             "assumed": "assumed: the best official build for this GPU",
             "extrapolated": "newer than the build table; judged by its newest release",
+            "pypi": f"the PyPI wheel for {self.platform}",
         }[build.how]
         return f"{build.label} ({note})"
 
@@ -139,7 +142,12 @@ class Facts:
 
 def resolve_torch_build(f: Facts) -> builds.TorchBuild | None:
     """Installed arch list, else the official build of the version and CUDA in play, else
-    (a simulated GPU with no CUDA build named) the best official build of that version."""
+    (a simulated GPU with no CUDA build named) the PyPI wheel of that version where it
+    drives the GPU natively (``pip install torch==V``), else its best official build.
+
+    On aarch64 the x86_64 build of the same CUDA version stands in for its targets (only
+    x86_64 builds were read); a JetPack build on a Jetson is not an official build at all.
+    """
     software = f.software
     version = software.packages.get("torch")
     if version is None or f.gpu is None:
@@ -152,11 +160,26 @@ def resolve_torch_build(f: Facts) -> builds.TorchBuild | None:
             "installed",
             "torch.cuda.get_arch_list() of the installed build (read by --verify)",
         )
+    if f.platform == "tegra" and platforms.is_jetpack_build(version):
+        return None  # jetpack-torch-not-tabulated speaks for it
     cuda = software.torch_cuda
     if cuda is None and not software.assumed_torch_build:
         return None
     release, extrapolated = builds.torch_release(version)
-    how: Literal["official", "assumed", "extrapolated"] = "official" if cuda else "assumed"
+    how: Literal["official", "assumed", "extrapolated", "pypi"] = "official" if cuda else "assumed"
+    wheel = platforms.pypi_wheel(version, f.platform) if cuda is None else None
+    if wheel is not None and f.platform != "x86_64":
+        if wheel.cuda is None:
+            stated = platforms.stated_builds(version, f.platform)
+            if stated is None or not stated.cuda:
+                return None  # a CPU-only wheel: aarch64-wheel-is-cuda-build speaks
+            cuda = max(stated.cuda, key=lambda c: Version(c).release)
+        else:
+            cuda, how = wheel.cuda, "pypi"
+    elif wheel is not None and wheel.cuda is not None and release is not None:
+        targets = release.builds.get(wheel.cuda)
+        if targets is not None and builds.coverage(targets, f.cc) == "sass":
+            cuda, how = wheel.cuda, "pypi"
     if extrapolated:
         how = "extrapolated"
     if release is None or not builds.is_official_torch_version(version):
@@ -166,7 +189,8 @@ def resolve_torch_build(f: Facts) -> builds.TorchBuild | None:
         if best is None:
             return builds.TorchBuild(version, None, (), how, release.source)
         cuda = best[0]
-    return builds.TorchBuild(version, cuda, release.builds.get(cuda), how, release.source)
+    source = release.source if wheel is None else f"{wheel.source}; {release.source}"
+    return builds.TorchBuild(version, cuda, release.builds.get(cuda), how, source)
 
 
 def _bnb_has_library(f: Facts, cuda: str) -> bool:

@@ -1,10 +1,11 @@
 """The fastpath facts read from release artefacts (probes/data/fastpath.json), per version.
 
 ``scripts/generate_fastpath_facts.py`` writes the file from transformers wheels (one per
-minor) and flash-attn sdists; every fact keeps its release, file and line, which the
-verdicts cite. A version between two releases read is judged by the nearest release read
-at or below it within its minor (transformers) or overall (flash-attn); a version newer
-than every release read is judged by the newest one and says so.
+minor) and flash-attn sdists (every 2.x release); every fact keeps its release, file and
+line, which the verdicts cite. A version between two releases read is judged by the
+nearest release read at or below it within its minor (transformers) or overall
+(flash-attn); a version newer than every release read is judged by the newest one and
+says so.
 """
 
 from __future__ import annotations
@@ -84,13 +85,16 @@ def transformers_release(raw: str) -> TransformersRelease | None:
 
 
 def flash_attn_release(raw: str) -> FlashAttnRelease | None:
-    """The newest release read in this version's minor (its build lines are the minor's),
-    else the newest read below it; None below the first one read."""
+    """The release itself where it was read; else the newest read in its minor (its build
+    lines are the minor's), else the newest read below it; None below the first one read."""
     version = _parse(raw)
     if version is None:
         return None
     table: dict[str, Any] = load()["flash-attn"]
     releases = sorted(table, key=Version)
+    exact = [r for r in releases if Version(r) == version]
+    if exact:
+        return FlashAttnRelease(exact[0], table[exact[0]])
     minor = [r for r in releases if Version(r).release[:2] == version.release[:2]]
     below = [r for r in releases if Version(r) <= version]
     found = minor or below

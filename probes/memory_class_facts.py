@@ -92,6 +92,73 @@ def _literal(node: ast.expr) -> Any:
     return ast.literal_eval(node)
 
 
+def _keyword_defaults(args: ast.arguments, found: dict[str, Any]) -> None:
+    """Literal defaults of a signature's keywords, where the class body set none."""
+    positional = args.posonlyargs + args.args
+    pairs = list(
+        zip(positional[len(positional) - len(args.defaults) :], args.defaults, strict=True)
+    )
+    pairs += [
+        (a, d) for a, d in zip(args.kwonlyargs, args.kw_defaults, strict=True) if d is not None
+    ]
+    for arg, default in pairs:
+        if arg.arg in found:
+            continue
+        try:
+            found[arg.arg] = _literal(default)
+        except (ValueError, TypeError, SyntaxError):
+            continue
+
+
+def _popped_defaults(tree: ast.AST) -> dict[str, Any]:
+    """``kwargs.pop("key", literal)`` in a class: how transformers 4.x's ``PretrainedConfig``
+    defaults ``tie_word_embeddings`` (True) for every config that does not name it."""
+    found: dict[str, Any] = {}
+    for call in ast.walk(tree):
+        if (
+            isinstance(call, ast.Call)
+            and isinstance(call.func, ast.Attribute)
+            and call.func.attr == "pop"
+            and isinstance(call.func.value, ast.Name)
+            and call.func.value.id == "kwargs"
+            and len(call.args) == 2
+            and isinstance(call.args[0], ast.Constant)
+            and isinstance(call.args[0].value, str)
+            and isinstance(call.args[1], ast.Constant)
+        ):
+            found.setdefault(call.args[0].value, call.args[1].value)
+    return found
+
+
+@functools.lru_cache(maxsize=4)
+def _base_defaults(path: Path) -> dict[str, Any]:
+    """Defaults every config inherits: ``PretrainedConfig``'s fields and keywords in
+    ``configuration_utils.py`` (5.x declares fields, 4.x pops them from ``kwargs``)."""
+    try:
+        tree = ast.parse(path.read_text(encoding="utf-8"))
+    except (OSError, SyntaxError):
+        return {}
+    for node in tree.body:
+        if isinstance(node, ast.ClassDef) and node.name in ("PretrainedConfig", "PreTrainedConfig"):
+            found: dict[str, Any] = {}
+            for item in node.body:
+                if (
+                    isinstance(item, ast.AnnAssign)
+                    and isinstance(item.target, ast.Name)
+                    and item.value is not None
+                ):
+                    try:
+                        found[item.target.id] = _literal(item.value)
+                    except (ValueError, TypeError, SyntaxError):
+                        continue
+                if isinstance(item, ast.FunctionDef) and item.name == "__init__":
+                    _keyword_defaults(item.args, found)
+            for key, value in _popped_defaults(node).items():
+                found.setdefault(key, value)
+            return found
+    return {}
+
+
 def _config_defaults(path: Path) -> tuple[dict[str, Any], str, str]:
     """(defaults, where, error)."""
     try:
@@ -111,6 +178,10 @@ def _config_defaults(path: Path) -> tuple[dict[str, Any], str, str]:
                         found[item.target.id] = _literal(item.value)
                     except (ValueError, TypeError, SyntaxError):
                         continue
+            # transformers 4.x: keyword defaults of ``__init__`` (``max_position_embeddings=2048``).
+            for item in node.body:
+                if isinstance(item, ast.FunctionDef) and item.name == "__init__":
+                    _keyword_defaults(item.args, found)
             # Fields set to a literal in a method when the class declares none (T5's
             # ``self.tie_word_embeddings = True`` in ``__init__``).
             for assigned in ast.walk(node):
@@ -164,4 +235,7 @@ def class_facts(model_type: str) -> ClassFacts:
             attention = "sdpa" if hit.group(1) == "True" else "eager"
             source = f"{where}:{text.count(chr(10), 0, hit.start()) + 1}"
     defaults, config_at, error = _config_defaults(folder / f"configuration_{model_type}.py")
+    if not error:
+        for key, value in _base_defaults(root / "configuration_utils.py").items():
+            defaults.setdefault(key, value)
     return ClassFacts(model_type, attention, source, defaults, config_at, error, version)

@@ -62,12 +62,21 @@ def probe(
             gpus=gpus,
             driver=driver,
             software=software,
-            verdicts=judge(gpus, software, modes=modes, simulated=True, driver=driver),
+            verdicts=judge(
+                gpus,
+                software,
+                modes=modes,
+                simulated=True,
+                driver=driver,
+                platform=simulated.platform,
+            ),
             profile=simulated.name,
+            platform=simulated.platform,
             visible_devices=env.get("CUDA_VISIBLE_DEVICES"),
         )
     else:
         from pytest_gpuinfer.probes.nvml import probe_nvml
+        from pytest_gpuinfer.probes.platform_info import machine_platform
 
         nvml = probe_nvml(env)
         if verify:
@@ -78,11 +87,13 @@ def probe(
         elif nvml.gpus:
             # What an earlier --verify read from the installed torch (a file read, no import).
             software = replace(software, torch_arch_list=cached_arch_list(software, environ=env))
+        platform = machine_platform()
         report = Report(
             gpus=nvml.gpus,
             driver=nvml.driver,
             software=software,
-            verdicts=judge(nvml.gpus, software, modes=modes, driver=nvml.driver),
+            verdicts=judge(nvml.gpus, software, modes=modes, driver=nvml.driver, platform=platform),
+            platform=platform,
             gpu_unavailable_reason=nvml.unavailable_reason,
             visible_devices=env.get("CUDA_VISIBLE_DEVICES"),
             warnings=list(nvml.warnings),

@@ -38,6 +38,8 @@ from pytest_gpuinfer.probes.architectures import (
     parse_compute_capability,
 )
 from pytest_gpuinfer.probes.errors import InputError
+from pytest_gpuinfer.probes.gpu_profiles import CURRENT_ALIASES, CURRENT_SPECS
+from pytest_gpuinfer.probes.platforms import PLATFORMS
 from pytest_gpuinfer.probes.report import GPUInfo
 
 _MIB = 1024**2
@@ -54,6 +56,10 @@ class Profile:
     torch_cuda: str | None = None
     software: Mapping[str, str] = field(default_factory=dict)
     source: str = "built-in"
+    platform: str = "x86_64"
+    """ "x86_64", "aarch64" (an Arm server such as GH200) or "tegra" (Jetson)."""
+    figures_source: str = ""
+    """Where a built-in profile's figures come from (datasheets, spec pages)."""
 
     @property
     def assumes_cuda_torch(self) -> bool:
@@ -116,12 +122,31 @@ BUILTIN_PROFILES: dict[str, Profile] = {
         _builtin("b200", "NVIDIA B200", "10.0", 183359, 8000),
     )
 }
+BUILTIN_PROFILES.update(
+    (
+        spec.name,
+        replace(
+            _builtin(
+                spec.name,
+                spec.gpu_name,
+                spec.compute_capability,
+                spec.memory_mib,
+                spec.memory_bandwidth_gb_per_s,
+                spec.gpu_count,
+            ),
+            platform=spec.platform,
+            figures_source=spec.source,
+        ),
+    )
+    for spec in CURRENT_SPECS
+)
 
 _ALIASES = {
     "a100": "a100-40gb",
     "gtx-1660": "gtx1660",
     "rtx-3090": "rtx3090",
     "rtx-4090": "rtx4090",
+    **CURRENT_ALIASES,
 }
 
 _KEYS = {
@@ -134,6 +159,7 @@ _KEYS = {
     "gpu_count",
     "torch_cuda",
     "software",
+    "platform",
 }
 _REQUIRED_WITHOUT_BASE = ("gpu_name", "compute_capability", "memory", "memory_bandwidth_gb_per_s")
 
@@ -162,6 +188,7 @@ OVERRIDABLE_PACKAGES: tuple[str, ...] = (
 )
 """The packages whose versions the rules read, so the only ones a profile may override."""
 
+_JETPACK_LOCAL = re.compile(r"(^|\.)nv\d{2}\.\d{1,2}$")
 _ACCEPTED = f"accepted names: {', '.join(OVERRIDABLE_PACKAGES)}"
 
 
@@ -190,11 +217,13 @@ def _check_version(package: str, version: object, where: str) -> str:
         ) from None
     local = parsed.local
     if local is not None and (
-        package != "torch" or not (local == "cpu" or re.fullmatch(r"cu\d{3,}", local))
+        package != "torch"
+        or not (local == "cpu" or re.fullmatch(r"cu\d{3,}", local) or _JETPACK_LOCAL.search(local))
     ):
         raise InputError(
             f"{where}: version {version!r} of {package!r} has a local label "
-            "(only torch takes one: +cpu or +cuXYZ, e.g. torch=2.6.0+cu118)"
+            "(only torch takes one: +cpu or +cuXYZ, e.g. torch=2.6.0+cu118, or a JetPack "
+            "build's +<commit>.nvYY.MM)"
         )
     return version
 
@@ -353,6 +382,11 @@ def profile_from_mapping(data: Mapping[str, Any], *, source: str) -> Profile:
     torch_cuda = _torch_cuda_of(
         software, None if torch_cuda is None else str(torch_cuda), f"profile {source}"
     )
+    platform = data.get("platform", base.platform if base else "x86_64")
+    if platform not in PLATFORMS:
+        raise InputError(
+            f"profile {source}: 'platform' must be one of: {', '.join(PLATFORMS)}, got {platform!r}"
+        )
     return Profile(
         name=name.strip(),
         gpu_name=gpu_name.strip(),
@@ -363,7 +397,12 @@ def profile_from_mapping(data: Mapping[str, Any], *, source: str) -> Profile:
         torch_cuda=None if torch_cuda is None else str(torch_cuda),
         software=software,
         source=source,
+        platform=platform,
+        figures_source=base.figures_source if base and not _NEW_FIGURES & set(data) else "",
     )
+
+
+_NEW_FIGURES = {"gpu_name", "compute_capability", "memory", "memory_bandwidth_gb_per_s"}
 
 
 def _read_file(path: Path) -> Mapping[str, Any]:

@@ -8,7 +8,8 @@ from typing import TYPE_CHECKING
 
 from pytest_gpuinfer.probes.architectures import tensor_core_precisions
 from pytest_gpuinfer.probes.memory_units import format_bytes
-from pytest_gpuinfer.probes.report import GPUInfo, Report, SoftwareStack, Verdict
+from pytest_gpuinfer.probes.report import GPUInfo, Report, SoftwareStack, Status, Verdict
+from pytest_gpuinfer.probes.rule import short_source
 from pytest_gpuinfer.probes.rules_bnb import BNB_CPU_BACKEND_FROM
 
 if TYPE_CHECKING:
@@ -81,6 +82,8 @@ def machine_lines(report: Report) -> list[str]:
     lines: list[str] = []
     if report.simulated:
         lines.append(f"SIMULATED profile {report.profile!r}: judged as that hardware, not this one")
+    if report.platform != "x86_64":
+        lines.append(f"platform: {report.platform}")
     if report.gpus:
         lines.extend(gpu_line(gpu) for gpu in report.gpus)
     else:
@@ -97,15 +100,29 @@ def _wrap(text: str, width: int) -> list[str]:
     return textwrap.wrap(text, width=width) or [""]
 
 
+def reason_lines(verdict: Verdict) -> list[str]:
+    """The deciding findings' messages, each "no" ending with a short source in brackets."""
+    ordered = sorted(verdict.findings, key=lambda f: -f.status.rank)
+    deciding = [f for f in ordered if f.status is not Status.SUPPORTED] or ordered
+    return [
+        f"{f.message} [{short_source(f.source)}]"
+        if f.source and f.status is not Status.SUPPORTED
+        else f.message
+        for f in deciding
+    ]
+
+
 def verdict_table(verdicts: Sequence[Verdict], *, width: int = 100) -> list[str]:
     header = f"{'mode':<9}{'verdict':<13}reason"
     lines = [header, "-" * min(width, 100)]
     reason_width = max(40, width - 22)
     for verdict in verdicts:
         status = verdict.status.value + ("*" if verdict.verified else "")
-        reasons = list(verdict.reasons)
+        reasons = reason_lines(verdict)
         if verdict.resolves_to:
             reasons.append(f"loads as {verdict.resolves_to}")
+        if verdict.assumptions:
+            reasons.append("assumes: " + "; ".join(verdict.assumptions))
         first = True
         for reason in reasons:
             for chunk in _wrap(reason, reason_width):

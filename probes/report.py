@@ -163,13 +163,29 @@ class Finding:
     rule_id: str
     status: Status
     message: str
+    source: str = ""
+    """Where the rule's fact was read (a release file and line, a URL, a data file)."""
+    confirmed: bool = True
+    """False where the sources are silent or disagree (the message starts "unconfirmed: ")."""
 
     def to_dict(self) -> dict[str, Any]:
-        return {"rule_id": self.rule_id, "status": self.status.value, "message": self.message}
+        return {
+            "rule_id": self.rule_id,
+            "status": self.status.value,
+            "message": self.message,
+            "source": self.source,
+            "confirmed": self.confirmed,
+        }
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> Finding:
-        return cls(rule_id=data["rule_id"], status=Status(data["status"]), message=data["message"])
+        return cls(
+            rule_id=data["rule_id"],
+            status=Status(data["status"]),
+            message=data["message"],
+            source=str(data.get("source", "")),
+            confirmed=bool(data.get("confirmed", True)),
+        )
 
 
 @dataclass
@@ -185,6 +201,12 @@ class Verdict:
     """True when a real run (bitsandbytes' int8 matmul) backs the verdict, not only versions."""
     device: str = "cuda"
     """Where the verdict applies: "cuda" for the GPUs, "cpu" on a machine without one."""
+    assumptions: list[str] = field(default_factory=list)
+    """What the verdict takes for granted without a table row: an assumed torch build, a
+    version no table covers, one platform's binaries standing in for another's."""
+    sources: list[str] = field(default_factory=list)
+    """The sources of the rules the verdict rests on: the deciding findings' for a "no",
+    the rules that applied and held for a "supported"."""
 
     @property
     def ok(self) -> bool:
@@ -211,6 +233,8 @@ class Verdict:
             "resolves_to": self.resolves_to,
             "verified": self.verified,
             "device": self.device,
+            "assumptions": list(self.assumptions),
+            "sources": list(self.sources),
         }
 
     @classmethod
@@ -222,6 +246,8 @@ class Verdict:
             resolves_to=data.get("resolves_to"),
             verified=bool(data.get("verified", False)),
             device=data.get("device", "cuda"),
+            assumptions=[str(a) for a in data.get("assumptions", [])],
+            sources=[str(s) for s in data.get("sources", [])],
         )
 
 
@@ -244,6 +270,9 @@ class Report:
     probe_seconds: float | None = None
     warnings: list[str] = field(default_factory=list)
     """Things the probe noticed that a user should know (MIG slices, odd CUDA_VISIBLE_DEVICES)."""
+    platform: str = "x86_64"
+    """ "x86_64", "aarch64" (a server such as GH200) or "tegra" (Jetson): which official
+    wheels exist for the machine (probes.platform_info reads it; a profile states it)."""
     schema_version: str = SCHEMA_VERSION
 
     @property
@@ -257,6 +286,7 @@ class Report:
         return {
             "schema_version": self.schema_version,
             "profile": self.profile,
+            "platform": self.platform,
             "gpus": [gpu.to_dict() for gpu in self.gpus],
             "gpu_unavailable_reason": self.gpu_unavailable_reason,
             "visible_devices": self.visible_devices,
@@ -286,6 +316,7 @@ class Report:
             memory_fit=data.get("memory_fit"),
             probe_seconds=data.get("probe_seconds"),
             warnings=list(data.get("warnings", [])),
+            platform=str(data.get("platform", "x86_64")),
             schema_version=version,
         )
 

@@ -30,8 +30,10 @@ from pytest_gpuinfer.probes.report import (
 )
 from pytest_gpuinfer.probes.rule import Rule
 from pytest_gpuinfer.probes.rules_bnb import BNB_RULES
+from pytest_gpuinfer.probes.rules_coverage import COVERAGE_RULES
 from pytest_gpuinfer.probes.rules_fastpath import FASTPATH_RULES
 from pytest_gpuinfer.probes.rules_floors import FLOOR_RULES
+from pytest_gpuinfer.probes.rules_platform import PLATFORM_RULES
 from pytest_gpuinfer.probes.rules_precision import PRECISION_RULES
 from pytest_gpuinfer.probes.rules_torch import TORCH_RULES
 
@@ -48,10 +50,12 @@ __all__ = [
 
 RULES: tuple[Rule, ...] = (
     *TORCH_RULES,
+    *PLATFORM_RULES,
     *FLOOR_RULES,
     *PRECISION_RULES,
     *BNB_RULES,
     *FASTPATH_RULES,
+    *COVERAGE_RULES,
 )
 """Every rule, in the order the audit lists findings."""
 
@@ -118,16 +122,27 @@ def _rules_for(mode: str, on_gpu: bool, rules: Iterable[Rule]) -> list[Rule]:
     return [r for r in rules if mode in r.modes and r.device in wanted]
 
 
+def _unique(items: Iterable[str]) -> list[str]:
+    return list(dict.fromkeys(item for item in items if item))
+
+
 def judge_one(mode: str, facts: Facts, rules: Sequence[Rule] = RULES) -> Verdict:
     """The verdict for one mode on one GPU (or the CPU when facts.gpu is None)."""
-    findings = [
-        finding
-        for rule in _rules_for(mode, facts.on_gpu, rules)
-        if (finding := rule.evaluate(facts)) is not None
-    ]
+    from pytest_gpuinfer.probes.assumptions import assumptions_of
+
+    findings: list[Finding] = []
+    held: list[str] = []
+    for rule in _rules_for(mode, facts.on_gpu, rules):
+        finding = rule.evaluate(facts)
+        if finding is not None:
+            findings.append(finding)
+        elif rule.applied(facts):
+            held.append(rule.source)
     status = max((f.status for f in findings), key=lambda s: s.rank, default=Status.SUPPORTED)
+    deciding = [f.source for f in findings if f.status is status]
     if status is Status.SUPPORTED:
         findings.append(Finding("ok", Status.SUPPORTED, _supported_message(mode, facts)))
+        deciding = [*deciding, *held]
     resolves_to = _resolves_to(mode, facts) if status is not Status.UNSUPPORTED else None
     native = facts.software.bitsandbytes_native
     return Verdict(
@@ -137,6 +152,8 @@ def judge_one(mode: str, facts: Facts, rules: Sequence[Rule] = RULES) -> Verdict
         resolves_to=resolves_to,
         verified=mode in QUANTIZED_MODES and native.state == "passed",
         device="cuda" if facts.on_gpu else "cpu",
+        assumptions=assumptions_of(mode, facts) if status is not Status.UNSUPPORTED else [],
+        sources=_unique(deciding),
     )
 
 
@@ -148,13 +165,15 @@ def judge(
     simulated: bool = False,
     driver: DriverInfo | None = None,
     rules: Sequence[Rule] = RULES,
+    platform: str = "x86_64",
 ) -> dict[str, Verdict]:
     """A verdict per mode: the worst over all GPUs (a model may be placed on any of them)."""
     targets: list[GPUInfo | None] = list(gpus) or [None]
     verdicts: dict[str, Verdict] = {}
     for mode in modes:
         per_target = [
-            judge_one(mode, Facts(software, gpu, simulated, driver), rules) for gpu in targets
+            judge_one(mode, Facts(software, gpu, simulated, driver, platform), rules)
+            for gpu in targets
         ]
         worst = max(per_target, key=lambda v: v.status.rank)
         seen: set[str] = set()
@@ -167,5 +186,11 @@ def judge(
                     seen.add(finding.message)
                     merged.append(finding)
         worst.findings = merged
+        worst.assumptions = _unique(
+            a for v in per_target if v.status is worst.status for a in v.assumptions
+        )
+        worst.sources = _unique(
+            s for v in per_target if v.status is worst.status for s in v.sources
+        )
         verdicts[mode] = worst
     return verdicts

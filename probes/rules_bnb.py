@@ -42,6 +42,11 @@ def _row(f: Facts) -> builds.BnbRelease:
     return row
 
 
+def _read(f: Facts) -> bool:
+    """bitsandbytes installed and its wheel read (closed-world-bitsandbytes speaks otherwise)."""
+    return f.has("bitsandbytes") and builds.bnb_release(_bnb(f)) is not None
+
+
 def _cuda(f: Facts) -> str:
     cuda = f.torch_cuda_text
     if cuda is None:
@@ -84,9 +89,10 @@ def _library_covers(f: Facts) -> bool:
 def _library_targets(f: Facts) -> str:
     lib = _library(f)
     assert lib is not None
+    arch = f" ({f.gpu.architecture})" if f.gpu is not None and f.gpu.architecture else ""
     text = (
         f"{f.pkg('bitsandbytes')}'s {lib.file} targets {builds.targets_text(lib.targets)}, "
-        f"nothing for {f.gpu_label}"
+        f"nothing for {f.gpu_label}{arch}"
     )
     span = builds.bnb_releases_covering(f.cc)
     if span is not None:
@@ -193,7 +199,7 @@ BNB_RULES: tuple[Rule, ...] = (
         requirement="bitsandbytes must ship a CUDA library for torch's CUDA version",
         otherwise=Status.UNSUPPORTED,
         source=f"bitsandbytes wheel contents and loader source, per release ({builds.BNB_DATA})",
-        applies=lambda f: f.has("bitsandbytes") and f.torch_cuda_text is not None,
+        applies=lambda f: _read(f) and f.torch_cuda_text is not None,
         holds=lambda f: _library(f) is not None,
         found=_library_missing,
     ),
@@ -205,7 +211,7 @@ BNB_RULES: tuple[Rule, ...] = (
         "(SASS for its architecture, or PTX the driver can compile)",
         otherwise=Status.UNSUPPORTED,
         source=f"cuobjdump --list-elf/--list-ptx of each release's libraries ({builds.BNB_DATA})",
-        applies=lambda f: f.has("bitsandbytes") and f.torch_cuda_text is not None,
+        applies=lambda f: _read(f) and f.torch_cuda_text is not None,
         holds=_library_covers,
         found=_library_targets,
     ),
@@ -221,7 +227,7 @@ BNB_RULES: tuple[Rule, ...] = (
         "bitsandbytes 0.37.0 changelog",
         # GPUs without int8 tensor cores are bnb-lt-0.37-needs-turing's: one reason each.
         applies=lambda f: (
-            f.has("bitsandbytes")
+            _read(f)
             and f.below("bitsandbytes", "0.37")
             and f.torch_cuda_text is not None
             and f.has_int8_tensor_cores

@@ -37,6 +37,8 @@ class ReleaseFile:
     url: str
     sha256: str
     size: int
+    yanked: bool = False
+    """Yanked on the index: pip skips it unless pinned with ``==``, so it is still read."""
 
 
 def _get(url: str, accept: str | None = None) -> bytes:
@@ -61,12 +63,13 @@ def _wheel_rank(filename: str) -> tuple[int, int, str]:
 
 
 def releases(package: str, minimum: str) -> list[ReleaseFile]:
-    """Final, non-yanked releases >= minimum, one wheel each, oldest first."""
+    """Final releases >= minimum (yanked ones too: an exact pin installs them), one wheel
+    each, oldest first."""
     index = json.loads(_get(f"{INDEX}/{package}/", "application/vnd.pypi.simple.v1+json"))
     by_version: dict[Version, list[dict[str, object]]] = {}
     for entry in index["files"]:
         name = str(entry["filename"])
-        if not name.endswith(".whl") or entry.get("yanked") or not _wheel_fits(name):
+        if not name.endswith(".whl") or not _wheel_fits(name):
             continue
         try:
             version = parse_wheel_filename(name)[1]
@@ -89,6 +92,7 @@ def releases(package: str, minimum: str) -> list[ReleaseFile]:
                 str(entry["url"]),
                 str(hashes["sha256"]),
                 int(str(entry["size"])),
+                bool(entry.get("yanked")),
             )
         )
     return chosen

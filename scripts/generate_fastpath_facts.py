@@ -6,8 +6,9 @@ names it accepts, the flash-attn floor it checks, the torch floor for SDPA, whet
 the default and whether ``to_bettertransformer`` exists. flash-attn (the PyPI sdists; the
 CUDA wheels live on GitHub releases): the architectures ``setup.py`` compiles and under
 which nvcc, the CUDA toolkit the released wheels are built with (``get_wheel_url``), the
-nvcc floor, and the runtime GPU check in ``csrc/flash_attn/flash_api.cpp``. Every fact
-keeps its file and line.
+nvcc floor, and the runtime GPU check in ``csrc/flash_attn/flash_api.cpp``, for every
+sdist in the cache (all 2.x releases: a release not read is "unconfirmed" to the closed
+world, probes/coverage.py). Every fact keeps its file and line.
 
     python scripts/generate_fastpath_facts.py [--wheels /work/wheelcache]
 """
@@ -217,7 +218,11 @@ def _runtime_gate(api: list[str]) -> Fact:
     for i in range(max(0, check - 4), check):
         if api[i].lstrip().startswith("//"):
             continue
-        if m := re.search(r"major\s*==\s*(\d+)\s*&&\s*dprops->minor\s*(==|>=)\s*(\d+)", api[i]):
+        # "dprops->major == 8 && dprops->minor >= 0" (2.0-2.7.0), "cc_major == 8 && cc_minor
+        # >= 0" (2.7.1-2.7.2)
+        if m := re.search(
+            r"major\s*==\s*(\d+)\s*&&\s*(?:dprops->|cc_)minor\s*(==|>=)\s*(\d+)", api[i]
+        ):
             accepted.append([int(m[1]), m[2], int(m[3])])
         elif m := re.search(r"(?:cc_major|major)\s*>=\s*(\d+)", api[i]):
             accepted.append([int(m[1]), "any", 0])

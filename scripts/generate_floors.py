@@ -28,6 +28,7 @@ from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, replace
 from pathlib import Path
+from typing import Any
 
 from packaging.markers import default_environment
 from packaging.requirements import Requirement
@@ -336,17 +337,32 @@ def _row(package: str, first: Fact, after: Version | None, last: Version) -> dic
     }
 
 
-def generate(cache: Path, workers: int = 4) -> dict[str, object]:
+def generate(
+    cache: Path,
+    workers: int = 4,
+    only: frozenset[str] | None = None,
+    kept: dict[str, Any] | None = None,
+) -> dict[str, object]:
+    """Read every package of WINDOWS; with ``only``, read those and keep the other
+    packages' rows and coverage from ``kept`` (the current data file)."""
     covered: dict[str, list[str]] = {}
+    yanked: dict[str, list[str]] = {}
     rows: list[dict[str, object]] = []
-    reads: dict[str, list[str]] = {}
     for package, minimum in WINDOWS.items():
+        if only is not None and package not in only:
+            assert kept is not None, "--only needs the current data file"
+            covered[package] = kept["covered"][package]
+            if package in kept["read"].get("yanked", {}):
+                yanked[package] = kept["read"]["yanked"][package]
+            rows.extend(r for r in kept["floors"] if r["package"] == package)
+            continue
         releases = floors_fetch.releases(package, minimum)
         with ThreadPoolExecutor(workers) as pool:
             results = list(pool.map(lambda r: read_release(r, cache), releases))
         versions = [r.version for r in releases]
         covered[package] = [str(v) for v in versions]
-        reads[package] = sorted({how.split(" (")[0] for _, how in results if " by " in how})
+        if any(r.yanked for r in releases):
+            yanked[package] = [str(r.version) for r in releases if r.yanked]
         rows.extend(merge(package, versions, [f for facts, _ in results for f in facts]))
     rows.sort(key=lambda r: (str(r["package"]), str(r["requires"]), str(r["kind"]),
                              Version(str(r["source"]["release"]))))  # type: ignore[index]  # fmt: skip
@@ -357,7 +373,9 @@ def generate(cache: Path, workers: int = 4) -> dict[str, object]:
         "generated_at": datetime.date.today().isoformat(),
         "read": {
             "window": {p: f">={m}" for p, m in WINDOWS.items()},
-            "releases": "every final, non-yanked release in the window (PyPI simple index)",
+            "releases": "every final release in the window (PyPI simple index), yanked ones "
+            "included: pip installs a yanked release when it is pinned with ==",
+            "yanked": yanked,
             "files": "one wheel per release (Linux x86_64 / pure); torch: METADATA only, "
             "from the PEP 658 file or, where the index has none, by HTTP Range",
         },
@@ -370,9 +388,17 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--cache", type=Path, default=Path("/work/wheelcache"))
     parser.add_argument("--output", type=Path, default=OUTPUT)
+    parser.add_argument(
+        "--only",
+        action="append",
+        choices=sorted(WINDOWS),
+        help="re-read only this package (repeatable); the others' rows are kept from --output",
+    )
     args = parser.parse_args(argv)
     started = time.monotonic()
-    data = generate(args.cache)
+    only = frozenset(args.only) if args.only else None
+    kept = json.loads(args.output.read_text()) if only else None
+    data = generate(args.cache, only=only, kept=kept)
     args.output.parent.mkdir(parents=True, exist_ok=True)
     args.output.write_text(json.dumps(data, indent=1) + "\n")
     covered = data["covered"]

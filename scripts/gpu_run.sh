@@ -21,9 +21,11 @@ TOTAL_BUDGET=${TOTAL_BUDGET:-520}
 SUITE_TIMEOUT=${SUITE_TIMEOUT:-130}
 GPUTESTS_TIMEOUT=${GPUTESTS_TIMEOUT:-60}
 OOM_TIMEOUT=${OOM_TIMEOUT:-30}
-BENCH_TIMEOUT=${BENCH_TIMEOUT:-70}
+BENCH_TIMEOUT=${BENCH_TIMEOUT:-110}
 COMPILED_TIMEOUT=${COMPILED_TIMEOUT:-90}
-MEMORY_TIMEOUT=${MEMORY_TIMEOUT:-40}
+MEMORY_TIMEOUT=${MEMORY_TIMEOUT:-330}
+# The MoE and the quantized modes beyond the five calibrated decoders (27 rows, ~5 min).
+MEMORY_ARGS=${MEMORY_ARGS:---suite moe-quantized}
 # The bench's decision run: fp16 vs fastpath (same kernels: must read indistinguishable)
 # and int8 (its ratio to fp16 must agree within 5 % across the three runs), batch 1.
 BENCH_ARGS=${BENCH_ARGS:---modes fp16,fastpath,int8 --batch-sizes 1 --min-repetitions 6 --min-seconds 3 --skip-overhead --no-split}
@@ -85,9 +87,11 @@ phase() {
         ;;
     # shellcheck disable=SC2086
     compiled) step bench_compiled "$COMPILED_TIMEOUT" python3 benchmarks/gpu_bench.py --out "$OUT/bench" --tag compiled $COMPILED_ARGS ;;
-    memory) step memory_validation "$MEMORY_TIMEOUT" python3 benchmarks/gpu_memory_validation.py --out "$OUT/memory" ;;
+    # shellcheck disable=SC2086
+    memory) step memory_validation "$MEMORY_TIMEOUT" python3 benchmarks/gpu_memory_validation.py --out "$OUT/memory" $MEMORY_ARGS ;;
     # Beyond the default run (each as long as it needs; run them in a call of their own).
     audit) step audit 60 python3 -m pytest_gpuinfer.cli audit ;;
+    serial) step suite_serial 400 python3 -m pytest tests --gpuinfer -p no:cacheprovider -q -rfE --tb=short ;;
     tests2) step suite_all_gpus 300 python3 -m pytest tests --gpuinfer -p no:cacheprovider -q -rfE --tb=short ;;
     example) step example 300 bash -c "cd examples/downstream && python3 -m pytest --gpuinfer -p no:cacheprovider -q -rs" ;;
     sharing) step sharing 300 python3 benchmarks/gpu_sharing.py ${SHARING_ARGS:-} ;;

@@ -113,7 +113,7 @@ def train(steps: int) -> tuple[Any, Any, float, int]:
         hinge = torch.relu(TARGET_MARGIN - margin).mean()
         loss = cross_entropy + hinge
         optimizer.zero_grad(set_to_none=True)
-        loss.backward()
+        loss.backward()  # type: ignore[no-untyped-call]  # torch types backward loosely
         torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
         optimizer.step()
         schedule.step()

@@ -82,10 +82,12 @@ def test_the_table_loads_once_and_lazily() -> None:
 def test_a_release_nobody_read_is_unconfirmed_not_present() -> None:
     # 0.44.2 was never released: no wheel was read, so no library can be assumed.
     assert builds.bnb_release(Version("0.44.2")) is None
+    # The closed world says so (degraded, so --strict fails it), never "supported".
     verdict = int8(f"a100@torch=2.4.1,{HF4},bitsandbytes=0.44.2")
-    assert verdict.status is Status.UNKNOWN, verdict.reason
-    assert "no wheel of bitsandbytes 0.44.2 was read" in verdict.reason
-    assert "unconfirmed" in verdict.reason
+    assert verdict.status is Status.DEGRADED, verdict.reason
+    assert "bitsandbytes 0.44.2, not a release read (between 0.44.1 and 0.45.0)" in verdict.reason
+    assert "bnb_binaries.json read bitsandbytes 0.31.8-0.50.2" in verdict.reason
+    assert verdict.reason.startswith("unconfirmed: ")
 
 
 def test_043_without_a_library_for_cuda_124_is_not_supported() -> None:

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from pytest_gpuinfer.probes import builds
+from pytest_gpuinfer.probes import builds, coverage
 from pytest_gpuinfer.probes.architectures import architecture_name
 from pytest_gpuinfer.probes.facts import Facts
 from pytest_gpuinfer.probes.hf_calls import plan_fastpath
@@ -130,12 +130,28 @@ def test_a_torch_newer_than_the_table_is_judged_by_its_newest_row() -> None:
     assert "only the CUDA 12.6 build targets 6.0" in p100.reason
 
 
-def test_assumed_build_prefers_one_bitsandbytes_ships_a_library_for() -> None:
+def test_assumed_build_prefers_one_bitsandbytes_ships_a_library_for(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    # No PyPI wheel read for 2.7.0 (an empty data folder): the best official build is assumed.
+    monkeypatch.setattr(coverage, "DATA_DIR", tmp_path)
     old_bnb = software("2.7.0", transformers="4.48.3", bitsandbytes="0.45.0")
     facts = Facts(old_bnb, gpu((8, 0)), simulated=True)
     build = facts.torch_build
     assert build is not None and build.cuda == "12.6"  # 0.45.0 has no CUDA 12.8 library
     assert "assumed" in facts.torch_label
+
+
+def test_a_plain_torch_version_is_the_pypi_wheel_where_it_drives_the_gpu() -> None:
+    # torch 2.5.1's x86_64 wheel on PyPI pins nvidia-cuda-runtime-cu12==12.4.127.
+    facts = Facts(software("2.5.1", transformers="4.48.3"), gpu((8, 0)), simulated=True)
+    build = facts.torch_build
+    assert build is not None and build.cuda == "12.4" and build.how == "pypi"
+    assert "the PyPI wheel for x86_64" in facts.torch_label
+    # torch 2.8.0's PyPI wheel (cu128) has no sm_60: a P100 is judged by the cu126 build.
+    p100 = Facts(software("2.8.0", transformers="4.48.3"), gpu((6, 0)), simulated=True)
+    assert p100.torch_build is not None and p100.torch_build.cuda == "12.6"
+    assert "assumed" in p100.torch_label
 
 
 def test_fastpath_without_a_model_does_not_promise_bettertransformer_to_llama() -> None:

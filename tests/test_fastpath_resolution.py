@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 from packaging.version import Version
 
-from pytest_gpuinfer.load_plan import plan_load
+from pytest_gpuinfer.loading.plan import plan_load
 from pytest_gpuinfer.probes import fastpath_facts
 from pytest_gpuinfer.probes.hf_calls import FastpathPlan, plan_fastpath
 from pytest_gpuinfer.probes.probe import probe

@@ -139,3 +139,26 @@ def test_file_torch_cuda_must_agree_with_the_torch_label(tmp_path: Path) -> None
     path.write_text(json.dumps({"base": "t4", "software": {"bitsandbyte": "0.36.0"}}))
     with pytest.raises(InputError, match="unknown package 'bitsandbyte'"):
         load_profile(path)
+
+
+def test_current_parts_have_sourced_builtin_profiles() -> None:
+    from pytest_gpuinfer.probes.gpu_profiles import CURRENT_SPECS
+    from pytest_gpuinfer.probes.profiles import BUILTIN_PROFILES
+
+    names = {spec.name for spec in CURRENT_SPECS}
+    assert {"rtx5090", "rtx5080", "l40s", "gh200", "b300", "jetson-agx-orin"} <= names
+    assert "b200" in BUILTIN_PROFILES  # the older table keeps its rows and behaviour
+    for spec in CURRENT_SPECS:
+        profile = BUILTIN_PROFILES[spec.name]
+        assert profile.figures_source == spec.source, spec.name
+        assert "datasheet" in spec.source or "spec page" in spec.source, spec.name
+        assert profile.platform == spec.platform
+        assert profile.gpus()[0].compute_capability == tuple(
+            int(p) for p in spec.compute_capability.split(".")
+        )
+    assert BUILTIN_PROFILES["gh200"].platform == "aarch64"
+    assert BUILTIN_PROFILES["jetson-agx-orin"].platform == "tegra"
+    assert (
+        BUILTIN_PROFILES["h100"].platform == "x86_64"
+        and not BUILTIN_PROFILES["h100"].figures_source
+    )

@@ -12,7 +12,9 @@ from pytest_gpuinfer.probes.hf_calls import dtype_keyword, int8_loading_api, pla
 from pytest_gpuinfer.probes.report import DriverInfo, GPUInfo, NativeCheck, SoftwareStack, Status
 from pytest_gpuinfer.probes.rule import UNCONFIRMED
 from pytest_gpuinfer.probes.rules import RULES, judge
+from pytest_gpuinfer.probes.rules_coverage import COVERAGE_RULES
 from pytest_gpuinfer.probes.rules_floors import FLOOR_RULES
+from pytest_gpuinfer.probes.rules_platform import PLATFORM_RULES
 
 CURRENT = {
     "torch": "2.11.0",
@@ -264,8 +266,10 @@ def test_rule_boundary(case: Case) -> None:
 def test_every_rule_has_boundary_cases() -> None:
     fired = {c.rule for c in CASES if c.fires}
     held = {c.rule for c in CASES if not c.fires}
-    # Each generated floor (rules_floors) is shown at its boundary in test_floors.py.
-    ids = {r.id for r in RULES if r not in FLOOR_RULES}
+    # Each generated floor (rules_floors) is shown at its boundary in test_floors.py; the
+    # closed-world rows in test_coverage.py and the platform rows in test_platform.py.
+    elsewhere = {*FLOOR_RULES, *COVERAGE_RULES, *PLATFORM_RULES}
+    ids = {r.id for r in RULES if r not in elsewhere}
     assert ids == fired, f"rules never shown to fire: {sorted(ids - fired)}"
     # fp16-on-cpu has no passing side: fp16 on a CPU is always degraded.
     assert ids - {"fp16-on-cpu"} == held, f"rules never shown to hold: {sorted(ids - held)}"

@@ -258,14 +258,58 @@ CASES: tuple[VerdictCase, ...] = (
         BNB_SCRIPTS + " 0.50",
     ),
     # --- version floors between packages --------------------------------------------------
-    VerdictCase("h100@" + stack(CURRENT, bitsandbytes="0.46.0"), "int8", "unsupported", 1, 1, HF5),
-    VerdictCase("h100@" + stack(CURRENT, bitsandbytes="0.46.1"), "int8", "supported", 0, 0, HF5),
+    # These pairs name torch's CUDA build: a plain "2.11.0" / "2.5.1" is the PyPI wheel
+    # (cu130 / cu124, probes/data/torch_platforms.json), for which these bitsandbytes
+    # releases ship no library (probes/data/bnb_binaries.json), so the floor would not be
+    # the only thing refused.
     VerdictCase(
-        "a100@" + stack(HF4, bitsandbytes="0.37.1"), "int8", "unsupported", 1, 1, HF4_QUANT
+        "h100@" + stack(CURRENT, torch="2.11.0+cu128", bitsandbytes="0.46.0"),
+        "int8",
+        "unsupported",
+        1,
+        1,
+        HF5,
     ),
-    VerdictCase("a100@" + stack(HF4, bitsandbytes="0.37.2"), "int8", "supported", 0, 0, HF4_QUANT),
-    VerdictCase("a100@" + stack(HF4, bitsandbytes="0.38.1"), "nf4", "unsupported", 1, 1, HF4_QUANT),
-    VerdictCase("a100@" + stack(HF4, bitsandbytes="0.39.0"), "nf4", "supported", 0, 0, HF4_QUANT),
+    VerdictCase(
+        "h100@" + stack(CURRENT, torch="2.11.0+cu128", bitsandbytes="0.46.1"),
+        "int8",
+        "supported",
+        0,
+        0,
+        HF5,
+    ),
+    VerdictCase(
+        "a100@" + stack(HF4, torch="2.5.1+cu121", bitsandbytes="0.37.1"),
+        "int8",
+        "unsupported",
+        1,
+        1,
+        HF4_QUANT,
+    ),
+    VerdictCase(
+        "a100@" + stack(HF4, torch="2.5.1+cu121", bitsandbytes="0.37.2"),
+        "int8",
+        "supported",
+        0,
+        0,
+        HF4_QUANT,
+    ),
+    VerdictCase(
+        "a100@" + stack(HF4, torch="2.5.1+cu121", bitsandbytes="0.38.1"),
+        "nf4",
+        "unsupported",
+        1,
+        1,
+        HF4_QUANT,
+    ),
+    VerdictCase(
+        "a100@" + stack(HF4, torch="2.5.1+cu121", bitsandbytes="0.39.0"),
+        "nf4",
+        "supported",
+        0,
+        0,
+        HF4_QUANT,
+    ),
     VerdictCase(
         "a100@" + stack(CURRENT, accelerate="0.11.0"),
         "int8",

@@ -196,13 +196,13 @@ def _profiles() -> int:
     from pytest_gpuinfer.probes.memory_units import format_bytes
     from pytest_gpuinfer.probes.profiles import BUILTIN_PROFILES
 
-    print(f"{'name':<11}{'GPU':<26}{'cc':<6}{'memory':>11}{'bandwidth':>12}  gpus")
+    print(f"{'name':<16}{'GPU':<26}{'cc':<6}{'memory':>11}{'bandwidth':>12}  gpus  platform")
     for p in BUILTIN_PROFILES.values():
         cc = f"{p.compute_capability[0]}.{p.compute_capability[1]}"
         bandwidth = f"{p.memory_bandwidth_gb_per_s:.0f} GB/s"
         print(
-            f"{p.name:<11}{p.gpu_name:<26}{cc:<6}{format_bytes(p.memory_bytes):>11}"
-            f"{bandwidth:>12}  {p.gpu_count}"
+            f"{p.name:<16}{p.gpu_name:<26}{cc:<6}{format_bytes(p.memory_bytes):>11}"
+            f"{bandwidth:>12}  {p.gpu_count:<4}  {p.platform}"
         )
     print("\nA JSON/TOML file with the same fields adds a profile: see docs/audit.md.")
     return EXIT_OK
