@@ -96,6 +96,26 @@ DEFAULT_SEQ_LEN = 512
 DEFAULT_NEW_TOKENS = 64
 
 
+MAX_BATCH_SIZE = 1 << 20
+"""The largest batch a workload may name (about a million prompts)."""
+MAX_TOKENS = 1 << 30
+"""The most prompt or new tokens a workload may name (about a billion): far past any
+model's positions, small enough that the arithmetic stays exact and fast."""
+_LIMITS = {"batch_size": MAX_BATCH_SIZE, "seq_len": MAX_TOKENS, "new_tokens": MAX_TOKENS}
+
+
+def check_size(name: str, value: object, low: int) -> int:
+    """``value`` as a workload size from ``low`` to its bound; InputError naming it."""
+    if isinstance(value, bool) or not isinstance(value, int) or value < low:
+        raise InputError(f"{name} {value!r} is not valid: expected a whole number >= {low}")
+    high = _LIMITS[name]
+    if value > high:
+        digits = len(str(value))
+        shown = repr(value) if digits <= 20 else f"of {digits} digits"
+        raise InputError(f"{name} {shown} is too large: expected at most {high:,}")
+    return value
+
+
 @dataclass(frozen=True)
 class Workload:
     """``generate()`` on ``batch_size`` x ``seq_len`` prompt tokens, ``new_tokens`` more."""
@@ -106,9 +126,16 @@ class Workload:
 
     def __post_init__(self) -> None:
         for name, low in (("batch_size", 1), ("seq_len", 1), ("new_tokens", 0)):
-            value = getattr(self, name)
-            if isinstance(value, bool) or not isinstance(value, int) or value < low:
-                raise InputError(f"{name} {value!r} is not valid: expected a whole number >= {low}")
+            check_size(name, getattr(self, name), low)
+
+    @classmethod
+    def requested(cls, **sizes: Any) -> Workload:
+        """A workload a user asked for (CLI, marker, ``load_model``): ``new_tokens`` >= 1
+        too, since a ``generate()`` that adds no token is no workload. Internally a
+        prefill-only estimate may still use ``new_tokens=0``."""
+        if "new_tokens" in sizes:
+            check_size("new_tokens", sizes["new_tokens"], 1)
+        return cls(**sizes)
 
     def to_dict(self) -> dict[str, int]:
         return {
@@ -116,6 +143,14 @@ class Workload:
             "seq_len": self.seq_len,
             "new_tokens": self.new_tokens,
         }
+
+
+def positions_note(positions: int | None, seq_len: int, new_tokens: int) -> str | None:
+    """The warning for a prompt plus new tokens past the model's positions, or None."""
+    total = seq_len + new_tokens
+    if positions is None or total <= positions:
+        return None
+    return f"seq_len + new_tokens = {total} is beyond the model's {positions} positions"
 
 
 @dataclass
@@ -264,12 +299,10 @@ def estimate_workload(
     weights = estimate.weights_bytes(mode)
     a = activation_bytes(mode)
     notes: list[str] = []
-    positions = shape.max_positions
-    total = workload.seq_len + workload.new_tokens
-    if positions is not None and total > positions:
+    beyond = positions_note(shape.max_positions, workload.seq_len, workload.new_tokens)
+    if beyond is not None:
         notes.append(
-            f"seq_len + new_tokens = {total} is beyond the model's {positions} positions: "
-            "estimated anyway; learned position tables fail there, RoPE models degrade"
+            beyond + ": estimated anyway; learned position tables fail there, RoPE models degrade"
         )
     if shape.architecture is None:
         notes.append(

@@ -216,6 +216,12 @@ class ModelShape:
         return 2 * self.kv_heads * self.head_dim
 
 
+def declared_positions(data: Mapping[str, Any]) -> int | None:
+    """The longest sequence a config's positions allow, as it states it (None: unstated)."""
+    value = _first(data, _ALIASES["positions"])
+    return value if isinstance(value, int) and not isinstance(value, bool) else None
+
+
 def _first(data: Mapping[str, Any], keys: tuple[str, ...]) -> Any:
     for key in keys:
         value = data.get(key)

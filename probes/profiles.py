@@ -168,6 +168,7 @@ _REQUIRED_WITHOUT_BASE = ("gpu_name", "compute_capability", "memory", "memory_ba
 # built in memory GPU by GPU.
 MAX_GPU_COUNT = 1024
 MAX_MEMORY_BYTES = 2**50  # 1 PiB per GPU
+MIN_MEMORY_BYTES = 256 * 2**20  # a bare "16" (bytes) is a typo, not a GPU
 MAX_BANDWIDTH_GB_PER_S = 1_000_000.0
 MAX_COMPUTE_CAPABILITY_MAJOR = 99
 
@@ -320,11 +321,22 @@ def profile_from_mapping(data: Mapping[str, Any], *, source: str) -> Profile:
     if "memory" in data:
         from pytest_gpuinfer.probes.memory_units import parse_memory
 
-        memory = parse_memory(data["memory"], what=f"profile {source}: 'memory'")
+        written = data["memory"]
+        if not isinstance(written, str) or written.strip().isdigit():
+            raise InputError(
+                f"profile {source}: 'memory' must be a size with its unit such as \"16GiB\", "
+                f"got {written!r}"
+            )
+        memory = parse_memory(written, what=f"profile {source}: 'memory'")
         if memory <= 0 or memory > MAX_MEMORY_BYTES:
             raise InputError(
                 f"profile {source}: 'memory' must be positive and at most 1PiB per GPU, "
-                f"got {data['memory']!r}"
+                f"got {written!r}"
+            )
+        if memory < MIN_MEMORY_BYTES:
+            raise InputError(
+                f"profile {source}: 'memory' must be at least 256MiB per GPU (no GPU has "
+                f"less), got {written!r}"
             )
     else:
         assert base is not None

@@ -161,7 +161,61 @@ def read_config(path: Path) -> tuple[dict[str, Any], str]:
             f"config '{path}' has no model_type: expected a transformers config.json "
             'with a "model_type" key such as "llama"'
         )
+    check_config_sizes(data, f"config '{path}'")
     return data, model_type
+
+
+MAX_LAYERS = 10_000
+"""The most layers a config may state (the largest models have a few hundred)."""
+MAX_WIDTH = 1 << 24
+"""The largest width, head count, vocabulary or expert count a config may state."""
+MAX_POSITIONS = 1 << 30
+_LAYER_KEYS = frozenset(
+    {
+        "num_hidden_layers",
+        "n_layer",
+        "num_layers",
+        "num_decoder_layers",
+        "num_encoder_layers",
+        "encoder_layers",
+        "decoder_layers",
+    }
+)
+_POSITION_KEYS = frozenset({"max_position_embeddings", "n_positions", "n_ctx", "sliding_window"})
+_WIDTH_KEYS = frozenset(
+    {"hidden_size", "n_embd", "d_model", "intermediate_size", "n_inner", "ffn_dim", "d_ff",
+     "num_attention_heads", "n_head", "num_heads", "num_key_value_heads", "head_dim", "d_kv",
+     "vocab_size", "num_local_experts", "num_experts", "n_routed_experts",
+     "num_experts_per_tok", "moe_intermediate_size", "shared_expert_intermediate_size",
+     "word_embed_proj_dim", "relative_attention_num_buckets"}
+)  # fmt: skip
+
+
+def check_config_sizes(data: Mapping[str, Any], where: str) -> None:
+    """Refuse sizes no model has (a million layers would take minutes and gigabytes to
+    estimate): every bounded key at the top level and in nested sub-configs."""
+    stack: list[tuple[str, Mapping[str, Any]]] = [("", data)]
+    while stack:
+        prefix, table = stack.pop()
+        for key, value in table.items():
+            if isinstance(value, Mapping) and key.endswith("_config"):
+                stack.append((f"{prefix}{key}.", value))
+                continue
+            if isinstance(value, bool) or not isinstance(value, int):
+                continue
+            if key in _LAYER_KEYS:
+                high = MAX_LAYERS
+            elif key in _POSITION_KEYS:
+                high = MAX_POSITIONS
+            elif key in _WIDTH_KEYS:
+                high = MAX_WIDTH
+            else:
+                continue
+            if value > high:
+                raise InputError(
+                    f"{where} has {prefix}{key}={value}: expected at most {high:,} "
+                    "(no model is that large; is the config damaged?)"
+                )
 
 
 def task_for_config(architectures: object, is_encoder_decoder: object) -> str:

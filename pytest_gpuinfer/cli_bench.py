@@ -13,7 +13,6 @@ on stdout (the table then goes to stderr). ``--output FILE`` writes it to a file
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 from pathlib import Path
 from typing import Any
@@ -123,12 +122,17 @@ def add_parser(sub: Any) -> argparse.ArgumentParser:
 
 
 def _number(text: str, what: str) -> float:
+    import math
+
     from pytest_gpuinfer.probes.errors import InputError
 
     try:
-        return float(text)
+        value = float(text)
     except ValueError:
         raise InputError(f"{what} {text!r}: expected a number") from None
+    if not math.isfinite(value):
+        raise InputError(f"{what} {text!r}: expected a finite number")
+    return value
 
 
 def _integer(text: str, what: str, minimum: int, why: str = "") -> int:
@@ -180,17 +184,34 @@ def _outputs(args: argparse.Namespace) -> tuple[bool, Path | None]:
 
     to_stdout = args.json == STDOUT
     path = args.output
+    if path is not None and not path.strip():
+        raise InputError("--output is empty: expected a file path")
     if args.json not in (None, STDOUT):
-        print(JSON_FILE_DEPRECATED, file=sys.stderr)
+        if not args.json.strip():
+            raise InputError("--json is empty: give --json alone for stdout, or --output FILE")
         if path is not None and path != args.json:
             raise InputError(f"--json {args.json!r} and --output {path!r}: give one file")
         path = args.json
-    return to_stdout, Path(path) if path else None
+    return to_stdout, Path(path) if path is not None else None
+
+
+def positions_warning(config: Any) -> str | None:
+    """The audit's warning when prompt + new tokens pass the model's positions, or None."""
+    from pytest_gpuinfer.probes.errors import InputError
+    from pytest_gpuinfer.probes.memory_workload import positions_note
+    from pytest_gpuinfer.probes.model_shape import declared_positions
+    from pytest_gpuinfer.probes.sources import read_config, resolve_config_path
+
+    try:
+        data, _ = read_config(resolve_config_path(config.model))
+    except InputError:
+        return None  # the load says what is wrong with the model, with its own line
+    return positions_note(declared_positions(data), config.prompt_len, config.new_tokens)
 
 
 def run(args: argparse.Namespace) -> int:
     """Check every input, measure, then print the table and write JSON / chart / Markdown."""
-    from pytest_gpuinfer.bench.chart import check_chart_path, check_writable, write_chart
+    from pytest_gpuinfer.bench.chart import check_chart_path, write_chart
     from pytest_gpuinfer.bench.compare import (
         compare,
         comparison_lines,
@@ -200,21 +221,33 @@ def run(args: argparse.Namespace) -> int:
     from pytest_gpuinfer.bench.progress import Progress
     from pytest_gpuinfer.bench.render import bench_markdown, bench_text
     from pytest_gpuinfer.bench.runner import run_bench
+    from pytest_gpuinfer.outputs import Outputs, dumps_json, write_json
     from pytest_gpuinfer.probes.errors import InputError
 
     config = config_from_args(args)
     to_stdout, json_path = _outputs(args)
+    for flag, value in (("--baseline", args.baseline), ("--markdown", args.markdown)):
+        if value is not None and not value.strip():
+            raise InputError(f"{flag} is empty: expected a file path")
+    files = Outputs([(args.model, "--model")])
+    if args.baseline is not None:
+        files.add_input(args.baseline, "--baseline")
     if json_path is not None:
-        check_writable(json_path, "--output")
-    markdown_path = Path(args.markdown) if args.markdown else None
-    if markdown_path is not None:
-        check_writable(markdown_path, "--markdown")
-    chart_path = check_chart_path(args.chart) if args.chart else None
-    baseline = load_baseline(args.baseline) if args.baseline else None
+        json_path = files.add(json_path, "--output" if args.output is not None else "--json")
+    markdown_path = files.add(args.markdown, "--markdown") if args.markdown is not None else None
+    chart_path = None
+    if args.chart is not None:
+        chart_path = files.add(check_chart_path(args.chart), "--chart")
+    baseline = load_baseline(args.baseline) if args.baseline is not None else None
     threshold = _number(args.threshold, "--threshold")
     if not threshold > 0:
         raise InputError(f"--threshold {args.threshold!r}: expected a fraction > 0")
     figures = parse_figures(args.compare_figures)
+    if args.json not in (None, STDOUT):
+        print(JSON_FILE_DEPRECATED, file=sys.stderr)  # after the checks: bad input is one line
+    warning = positions_warning(config)
+    if warning is not None:
+        print(f"gpuinfer bench: warning: {warning}", file=sys.stderr)
 
     result = run_bench(config, progress=Progress(enabled=not args.quiet))
     record = result.to_dict()
@@ -231,7 +264,7 @@ def run(args: argparse.Namespace) -> int:
             "regressions": [c.line() for c in changes if c.regressed],
         }
     if json_path is not None:
-        json_path.write_text(json.dumps(record, indent=2) + "\n", encoding="utf-8")
+        write_json(json_path, record, what="--output")
     if chart_path is not None and any(r.decode_seconds_per_token for r in result.results):
         write_chart(result, chart_path)
     if markdown_path is not None:
@@ -240,7 +273,7 @@ def run(args: argparse.Namespace) -> int:
     text = bench_text(result, wide=args.wide) + ("\n\n" + "\n".join(lines) if lines else "")
     if to_stdout:
         print(text, file=sys.stderr)
-        print(json.dumps(record, indent=2))
+        print(dumps_json(record))
     else:
         print(text)
     if result.interrupted:

@@ -289,7 +289,7 @@ def test_unwritable_chart_path_exits_2_before_measuring(
     ("path", "message"),
     [
         ("missing-folder/c.png", "folder 'missing-folder' does not exist"),
-        (".", "expected a file name ending in .png"),
+        (".", "is a directory: expected a file path"),
         ("chart.jpg", "expected a file name ending in .png"),
     ],
 )
@@ -317,7 +317,9 @@ def test_missing_model_exits_2(capsys: pytest.CaptureFixture[str]) -> None:
 
 
 def test_config_helpers() -> None:
-    assert parse_counts("1, 8,1", "batch size") == (1, 8)
+    assert parse_counts("1, 8", "batch size") == (1, 8)
+    with pytest.raises(InputError, match="batch size 1 is given twice in '1, 8,1'"):
+        parse_counts("1, 8,1", "batch size")
     assert ordered_modes(["int8", "fp16"], "fp32") == ("fp32", "int8", "fp16")
     with pytest.raises(InputError, match="reference mode"):
         BenchConfig(model=MODEL, reference="fp8")

@@ -54,7 +54,7 @@ def test_workload_table_and_json(model: Path, capsys: pytest.CaptureFixture[str]
     [
         (["--batch-size", "0"], "gpuinfer: error: --batch-size 0 is not valid: expected a whole"),
         (["--seq-len", "-5"], "--seq-len -5 is not valid: expected a whole number >= 1"),
-        (["--new-tokens", "-1"], "--new-tokens -1 is not valid: expected a whole number >= 0"),
+        (["--new-tokens", "-1"], "--new-tokens -1 is not valid: expected a whole number >= 1"),
         (["--max-memory", "7=1GiB"], "budget to GPU 7, but the judged machine has GPU 0"),
         (["--max-memory", '{"0": 1GiB}'], "--max-memory '{\"0\": 1GiB}' is not valid JSON"),
         (["--max-memory", "[1]"], "is not understood"),

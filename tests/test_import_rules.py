@@ -98,3 +98,11 @@ def test_every_product_folder_states_its_job_in_one_line() -> None:
         doc = ast.get_docstring(ast.parse((PACKAGE / folder / "__init__.py").read_text()))
         assert doc, folder
         assert len(doc.splitlines()[0]) <= 100, folder
+
+
+def test_the_output_writer_imports_only_the_error_types() -> None:
+    # Every layer writes through pytest_gpuinfer.outputs, so it may sit below all of them.
+    names = _imports(PACKAGE / "outputs.py")
+    ours = {n for n in names if n.split(".")[0] == "pytest_gpuinfer"}
+    assert ours <= {"pytest_gpuinfer.probes.errors", "pytest_gpuinfer.probes.errors.InputError"}
+    assert not _imports_pytest(names)

@@ -134,5 +134,8 @@ def test_missing_model_says_so(pytester: pytest.Pytester, fake_nvml: InstallNvml
     result = pytester.runpytest("-p", "no:randomly", "-rs", "--gpuinfer")
     result.assert_outcomes(skipped=1)
     result.stdout.fnmatch_lines(
-        ["*workload 1 x 512 + 64 new tokens of /nonexistent/model in fp16 cannot be estimated:*"]
+        [
+            "*workload={'model': '/nonexistent/model', ...}: model '/nonexistent/model' "
+            "does not exist*"
+        ]
     )

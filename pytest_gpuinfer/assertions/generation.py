@@ -80,6 +80,20 @@ def _generate(
     return _Generation(tokens, logprobs)
 
 
+_GREEDY_VALUES: dict[str, object] = {"do_sample": False, "num_beams": 1, "num_beam_groups": 1}
+_NOT_GREEDY: dict[str, str] = {
+    "do_sample": "the comparison is defined on greedy generation: do_sample must stay False",
+    "num_beams": "the comparison is defined on greedy generation: num_beams must stay 1",
+    "num_beam_groups": "the comparison is greedy: num_beam_groups must stay 1",
+    "penalty_alpha": "contrastive search is not greedy generation: leave penalty_alpha out",
+    "max_new_tokens": "give max_new_tokens= to assert_generation_close itself",
+    "return_dict_in_generate": "the comparison sets it: it reads the per-step logits",
+    "output_logits": "the comparison sets it: it reads the per-step logits",
+    "output_scores": "the comparison sets it: it reads the per-step logits",
+}
+"""generate() keywords that would change what is compared, and why each is refused."""
+
+
 def _top_k(logprobs: torch.Tensor, k: int) -> list[tuple[int, float]]:
     values, indices = logprobs.topk(min(k, logprobs.shape[-1]))
     return [(int(index), float(value)) for value, index in zip(values, indices, strict=True)]
@@ -115,6 +129,10 @@ def assert_generation_close(
             f"generate_kwargs={shown(generate_kwargs)}: expected a mapping of generate() "
             "keyword arguments or None"
         )
+    for key, value in (generate_kwargs or {}).items():
+        why = _NOT_GREEDY.get(key)
+        if why is not None and value != _GREEDY_VALUES.get(key, object()):
+            raise InputError(f"generate_kwargs={{{key!r}: {shown(value)}}}: {why}")
     reference_model, reference_tokenizer = unpack(reference, tokenizer, what="reference")
     candidate_model, candidate_tokenizer = unpack(candidate, tokenizer, what="candidate")
     tok = require_tokenizer(

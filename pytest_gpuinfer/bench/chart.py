@@ -13,33 +13,16 @@ EXTRA_HINT = "pip install 'pytest-gpuinfer[chart]'"
 
 def check_chart_path(path: str | os.PathLike[str]) -> Path:
     """Fail before measuring: matplotlib importable, ``path`` a writable .png."""
-    target = Path(path)
+    from pytest_gpuinfer.outputs import check_path
+
+    target = check_path(path, "--chart")
     if target.suffix.lower() != ".png":
         raise InputError(f"--chart {str(target)!r}: expected a file name ending in .png")
     try:
         import matplotlib  # noqa: F401
     except ImportError:
         raise InputError(f"--chart needs matplotlib: {EXTRA_HINT}") from None
-    check_writable(target, "--chart")
     return target
-
-
-def check_writable(target: Path, what: str) -> None:
-    """InputError unless ``target`` can be written (its folder exists and is writable)."""
-    folder = target.parent if str(target.parent) else Path(".")
-    if target.is_dir():
-        raise InputError(f"{what} {str(target)!r} is a directory: expected a file path")
-    if not folder.is_dir():
-        raise InputError(f"{what} {str(target)!r}: folder {str(folder)!r} does not exist")
-    existed = target.exists()
-    try:
-        with open(target, "ab"):
-            pass
-    except OSError as error:
-        reason = error.strerror or type(error).__name__
-        raise InputError(f"{what} {str(target)!r} is not writable ({reason})") from None
-    if not existed:
-        target.unlink()
 
 
 def write_chart(bench: BenchResult, path: str | os.PathLike[str]) -> Path:
@@ -86,7 +69,11 @@ def write_chart(bench: BenchResult, path: str | os.PathLike[str]) -> Path:
         f"{bench.config.new_tokens} new tokens (* reference)"
     )
     figure.tight_layout()
+    from pytest_gpuinfer.outputs import write_with
+
     target = Path(path)
-    figure.savefig(target, dpi=110)
-    plt.close(figure)
+    try:
+        write_with(target, lambda stream: figure.savefig(stream, format="png", dpi=110))
+    finally:
+        plt.close(figure)
     return target

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from typing import Any
@@ -47,9 +48,12 @@ class Repetitions:
         check_count(self.warmup, "warm-up runs", minimum=0)
         check_count(self.per_round, "repetitions per round")
         check_count(self.min_count, "repetitions", minimum=2, why=" (a spread needs two)")
-        if not isinstance(self.min_seconds, int | float) or self.min_seconds < 0:
-            raise InputError(f"minimum seconds {self.min_seconds!r}: expected a number >= 0")
-        if not isinstance(self.max_spread, int | float) or self.max_spread <= 0:
+        if not _real(self.min_seconds) or not 0 <= self.min_seconds <= MAX_MIN_SECONDS:
+            raise InputError(
+                f"minimum seconds {self.min_seconds!r}: expected a number from 0 to "
+                f"{MAX_MIN_SECONDS:g} (a day)"
+            )
+        if not _real(self.max_spread) or not self.max_spread > 0:
             raise InputError(f"max spread {self.max_spread!r}: expected a fraction > 0")
 
 
@@ -101,6 +105,15 @@ class BenchConfig:
         return cls(**values)
 
 
+MAX_MIN_SECONDS = 86400.0
+"""The longest ``min_seconds`` a run may ask for: one day (``inf`` would never end)."""
+
+
+def _real(value: object) -> bool:
+    """A finite int or float, not a bool (NaN compares false with everything)."""
+    return isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value)
+
+
 def check_count(value: object, what: str, *, minimum: int = 1, why: str = "") -> int:
     """``value`` as an int >= ``minimum``, else InputError naming it."""
     if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
@@ -111,19 +124,20 @@ def check_count(value: object, what: str, *, minimum: int = 1, why: str = "") ->
 def parse_counts(text: str, what: str) -> tuple[int, ...]:
     """ "1,8" -> (1, 8); InputError for anything that is not a list of integers >= 1."""
     values: list[int] = []
-    for item in text.split(","):
-        item = item.strip()
+    items = [item.strip() for item in text.split(",")]
+    if not any(items):
+        raise InputError(f"no {what} in {text!r}: expected one or more integers >= 1")
+    for item in items:
         if not item:
-            continue
+            raise InputError(f"{what} list {text!r} has an empty entry: expected e.g. 1,8")
         try:
             number = int(item)
         except ValueError:
             raise InputError(f"{what} {item!r}: expected an integer >= 1") from None
         check_count(number, what)
-        if number not in values:
-            values.append(number)
-    if not values:
-        raise InputError(f"no {what} in {text!r}: expected one or more integers >= 1")
+        if number in values:
+            raise InputError(f"{what} {number} is given twice in {text!r}")
+        values.append(number)
     return tuple(values)
 
 

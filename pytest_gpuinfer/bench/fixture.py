@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Callable
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, NoReturn
 
 import pytest
 
@@ -125,3 +125,79 @@ def bench_loaded(
             f"gpuinfer_bench: {result.label}: {result.status}: {result.reason}", pytrace=False
         )
     return result
+
+
+BENCH_KEYWORDS = (
+    "batch_size",
+    "prompt_len",
+    "new_tokens",
+    "warmup",
+    "min_repetitions",
+    "min_seconds",
+    "max_spread",
+    "reference",
+    "check",
+)
+"""What ``gpuinfer_bench(loaded, ...)`` takes after the loaded model."""
+
+
+def bench_call(
+    args: tuple[Any, ...],
+    options: dict[str, Any],
+    *,
+    report: Report | None,
+    sink: Callable[[str, object], None],
+) -> ModeResult:
+    """The fixture's callable: its arguments checked, one failure line naming a bad one."""
+    __tracebackhide__ = True
+    if len(args) != 1:
+        _refuse(
+            f"takes the loaded model and keywords ({', '.join(BENCH_KEYWORDS)}); "
+            f"got {len(args)} positional arguments"
+        )
+    loaded = args[0]
+    unknown = [name for name in options if name not in BENCH_KEYWORDS]
+    if unknown:
+        _refuse(
+            f"unknown keyword {unknown[0]}={options[unknown[0]]!r}; expected one of "
+            f"{', '.join(BENCH_KEYWORDS)}"
+        )
+    if not all(hasattr(loaded, name) for name in ("model", "mode", "load_seconds", "applied")):
+        _refuse(f"{_shown(loaded)} is not a loaded model: pass what load_model(...) returned")
+    reference = options.get("reference")
+    if reference is not None and not isinstance(reference, ModeResult):
+        _refuse(
+            f"reference={_shown(reference)} is not a result: pass what an earlier "
+            "gpuinfer_bench(...) call returned (measured at the same workload)"
+        )
+    check = options.get("check", True)
+    if not isinstance(check, bool):
+        _refuse(f"check={check!r} is not understood: expected True or False")
+    warn_past_positions(loaded, options)
+    return bench_loaded(loaded, report=report, sink=sink, **options)
+
+
+def warn_past_positions(loaded: Any, options: dict[str, Any]) -> None:
+    """The audit's warning when prompt plus new tokens pass the model's positions."""
+    import warnings
+
+    from pytest_gpuinfer.probes.memory_workload import positions_note
+    from pytest_gpuinfer.probes.model_shape import declared_positions
+
+    prompt, new = options.get("prompt_len", 32), options.get("new_tokens", 16)
+    to_dict = getattr(getattr(loaded.model, "config", None), "to_dict", None)
+    if not (callable(to_dict) and isinstance(prompt, int) and isinstance(new, int)):
+        return
+    note = positions_note(declared_positions(to_dict()), prompt, new)
+    if note is not None:
+        warnings.warn(f"gpuinfer_bench: {note}", UserWarning, stacklevel=3)
+
+
+def _shown(value: object) -> str:
+    text = repr(value)
+    return text if len(text) <= 60 else f"a {type(value).__name__}"
+
+
+def _refuse(message: str) -> NoReturn:
+    __tracebackhide__ = True
+    pytest.fail(f"gpuinfer_bench: {message}", pytrace=False)

@@ -157,7 +157,7 @@ def _workload(args: argparse.Namespace) -> Workload:
         flags = ", ".join("--" + name.replace("_", "-") for name in given)
         raise InputError(f"{flags} describe a workload for a model: give --model PATH too")
     try:
-        return Workload(**given)
+        return Workload.requested(**given)
     except InputError as error:
         raise InputError(f"--{str(error).replace('_', '-', 1)}") from None
 
@@ -251,7 +251,9 @@ def _audit(args: argparse.Namespace) -> int:
     elif max_memory is not None:
         raise InputError("--max-memory plans a device map for a model: give --model PATH too")
     if args.json:
-        print(json.dumps(report.to_dict(), indent=2, sort_keys=False))
+        from pytest_gpuinfer.outputs import dumps_json
+
+        print(dumps_json(report.to_dict()))
     else:
         from pytest_gpuinfer.probes.render import audit_text
 
@@ -292,6 +294,8 @@ def _matrix(args: argparse.Namespace) -> int:
     if args.output is None:
         print(text, end="")
         return EXIT_OK
+    if not args.output.strip():
+        raise InputError("matrix --output is empty: expected a file path")
     path = Path(args.output)
     if args.check:
         try:
@@ -303,10 +307,9 @@ def _matrix(args: argparse.Namespace) -> int:
             return EXIT_NOT_SUPPORTED
         print(f"{path} matches the rules table")
         return EXIT_OK
-    try:
-        path.write_text(text, encoding="utf-8")
-    except OSError as error:
-        raise InputError(f"cannot write {path}: {error.strerror}") from None
+    from pytest_gpuinfer.outputs import Outputs, write_text
+
+    write_text(Outputs().add(args.output, "matrix --output"), text, what="matrix --output")
     return EXIT_OK
 
 
@@ -318,8 +321,11 @@ def _run(parser: argparse.ArgumentParser, args: argparse.Namespace) -> int:
         return EXIT_OK
     func = getattr(args, "func", None)
     if func is None:
-        parser.print_help()
-        return EXIT_USAGE
+        raise _UsageError(
+            "gpuinfer",
+            "no command given: expected one of audit, profiles, matrix, bench, merge, route "
+            "(gpuinfer --help describes them)",
+        )
     code: int = func(args)
     return code
 

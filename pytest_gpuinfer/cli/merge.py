@@ -7,7 +7,6 @@ Exit codes: 0 merged; 1 a test ran on no machine (``--no-fail-on-unrun`` turns t
 from __future__ import annotations
 
 import argparse
-import json
 from pathlib import Path
 from typing import Any
 
@@ -46,20 +45,31 @@ def add_parser(sub: Any) -> None:
 def run(args: argparse.Namespace) -> int:
     """Run ``gpuinfer merge``; InputError (exit 2 in cli.main) on bad input."""
     from pytest_gpuinfer.fleet.markdown import markdown
-    from pytest_gpuinfer.fleet.merge import coverage, load, mode_matrix, to_json
+    from pytest_gpuinfer.fleet.merge import coverage, load, mode_matrix, split_argument, to_json
     from pytest_gpuinfer.fleet.page import page
     from pytest_gpuinfer.fleet.render import text
+    from pytest_gpuinfer.outputs import Outputs, dumps_json, write_text
 
+    html = summary = None
+    if args.html is not None or args.markdown is not None:
+        files = Outputs()
+        for argument in args.reports:
+            if argument.strip():
+                files.add_input(split_argument(argument)[1], "report")
+        if args.html is not None:
+            html = files.add(args.html, "--html")
+        if args.markdown is not None:
+            summary = files.add(args.markdown, "--markdown")
     runs, audits = load(args.reports)
     cov = coverage(runs) if runs else None
     matrix = mode_matrix(audits) if audits else None
-    if args.html is not None:
-        _write(Path(args.html), page(cov, matrix), "w")
-    if args.markdown is not None:
+    if html is not None:
+        write_text(html, page(cov, matrix), what="--html")
+    if summary is not None:
         # Appended: $GITHUB_STEP_SUMMARY collects what each command of a step adds.
-        _write(Path(args.markdown), markdown(cov, matrix), "a")
+        _append(summary, markdown(cov, matrix))
     if args.json:
-        print(json.dumps(to_json(cov, matrix), indent=2))
+        print(dumps_json(to_json(cov, matrix)))
     else:
         print(text(cov, matrix))
     if cov is not None and cov.ran_nowhere and args.fail_on_unrun:
@@ -67,11 +77,11 @@ def run(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
-def _write(path: Path, content: str, mode: str) -> None:
+def _append(path: Path, content: str) -> None:
     from pytest_gpuinfer.probes.errors import InputError
 
     try:
-        with path.open(mode, encoding="utf-8") as stream:
+        with path.open("a", encoding="utf-8") as stream:
             stream.write(content)
     except OSError as error:
         raise InputError(f"cannot write {path}: {error.strerror}") from None

@@ -14,10 +14,15 @@ Exit codes: 0 routed; 1 some test fits no runner and ``--fail-on-unroutable`` wa
 from __future__ import annotations
 
 import argparse
-import json
+import re
 import sys
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+from pytest_gpuinfer.probes.errors import InputError
+
+if TYPE_CHECKING:
+    pass
 
 EXIT_OK = 0
 EXIT_UNROUTABLE = 1
@@ -51,24 +56,63 @@ def add_parser(sub: Any) -> None:
     route.set_defaults(func=run)
 
 
+LABEL = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.+-]{0,63}")
+"""A runner label: also a file name (``OUT/<label>.txt``), so nothing a path could misread."""
+
+
+def check_label(label: str, item: str) -> str:
+    """``label`` if it is a safe file name; InputError naming the runner otherwise."""
+    if not LABEL.fullmatch(label) or ".." in label:
+        raise InputError(
+            f"runner label {label!r} (in {item!r}) is not a plain name: expected letters, "
+            "digits, '_', '-', '+' or '.', starting with a letter or digit (it names "
+            f"<label>.txt), at most {64} characters"
+        )
+    return label
+
+
+def parse_runners(items: list[str]) -> dict[str, str]:
+    """``LABEL=SPEC`` arguments -> {label: spec}; InputError for a bad or repeated label."""
+    runners: dict[str, str] = {}
+    seen: dict[str, str] = {}
+    for item in items:
+        label, sep, spec = item.partition("=")
+        if not sep and item.strip().lower() == "cpu":
+            label, spec = "cpu", "cpu"
+        elif not sep or not label or not spec.strip():
+            raise InputError(f"runner {item!r} is not LABEL=PROFILE, LABEL=AUDIT.json or cpu")
+        check_label(label, item)
+        # Case-blind: on a case-insensitive file system T4.txt and t4.txt are one file.
+        earlier = seen.get(label.casefold())
+        if earlier is not None:
+            raise InputError(
+                f"runner label {label!r} is given twice ({earlier!r} and {item!r}): each "
+                "runner needs its own label, which names its <label>.txt"
+            )
+        seen[label.casefold()] = item
+        runners[label] = spec
+    return runners
+
+
 def run(args: argparse.Namespace) -> int:
     """Run ``gpuinfer route``; InputError (exit 2 in cli.main) on bad input."""
     from pytest_gpuinfer.fleet.export import load_export
-    from pytest_gpuinfer.fleet.route import CPU, Runner, route, runner_from_spec
-    from pytest_gpuinfer.probes.errors import InputError
+    from pytest_gpuinfer.fleet.route import Runner, route, runner_from_spec
+    from pytest_gpuinfer.outputs import Outputs, dumps_json, write_json, write_text
 
-    export = load_export(Path(args.export))
+    if not args.export.strip():
+        raise InputError("the export path is empty: expected a --gpuinfer-requirements file")
     items = [*args.runners, *args.runner_options]
     if not items:
         raise InputError("no runner given; expected LABEL=PROFILE, LABEL=AUDIT.json or cpu")
-    runners: dict[str, Runner] = {}
-    for item in items:
-        label, sep, spec = item.partition("=")
-        if not sep and item.strip().lower() == CPU:
-            label, spec = CPU, CPU
-        elif not sep or not label or not spec:
-            raise InputError(f"runner {item!r} is not LABEL=PROFILE or LABEL=AUDIT.json")
-        runners[label] = runner_from_spec(spec)
+    specs = parse_runners(items)
+    if not args.out.strip():
+        raise InputError("--out is empty: expected a directory for <label>.txt files")
+    out = Path(args.out)
+    if out.exists() and not out.is_dir():
+        raise InputError(f"--out {args.out!r} is a file: expected a directory (it may not exist)")
+    export = load_export(Path(args.export))
+    runners: dict[str, Runner] = {label: runner_from_spec(spec) for label, spec in specs.items()}
     runs_on: dict[str, str] = {}
     for item in args.runs_on:
         label, sep, name = item.partition("=")
@@ -79,16 +123,24 @@ def run(args: argparse.Namespace) -> int:
             )
         runs_on[label] = name.strip()
     routing = route(export, runners, runs_on)
-    out = Path(args.out)
     try:
         out.mkdir(parents=True, exist_ok=True)
-        for label, nodeids in routing.subsets.items():
-            (out / f"{label}.txt").write_text("".join(f"{n}\n" for n in nodeids), encoding="utf-8")
-        (out / "routing.json").write_text(json.dumps(routing.to_dict(), indent=2), encoding="utf-8")
     except OSError as error:
-        raise InputError(f"cannot write into {out}: {error.strerror}") from None
+        raise InputError(f"cannot make --out {args.out!r}: {error.strerror}") from None
+    inputs = [(args.export, "export")]
+    inputs += [(spec, "runner") for spec in specs.values() if Path(spec).is_file()]
+    files = Outputs(inputs)
+    subsets = {
+        label: files.add(out / f"{label}.txt", f"runner {label!r}'s subset")
+        for label in routing.subsets
+    }
+    record = files.add(out / "routing.json", "routing.json")
+    matrix = dumps_json(routing.matrix(), indent=None)
+    for label, nodeids in routing.subsets.items():
+        write_text(subsets[label], "".join(f"{n}\n" for n in nodeids))
+    write_json(record, routing.to_dict())
     # GitHub's matrix takes no other keys: the stamped record is routing.json beside it.
-    print(json.dumps(routing.matrix()))
+    print(matrix)
     for nodeid, reasons in routing.unroutable.items():
         print(f"no runner for {nodeid}: {' | '.join(reasons)}", file=sys.stderr)
     return EXIT_UNROUTABLE if routing.unroutable and args.fail_on_unroutable else EXIT_OK

@@ -118,6 +118,8 @@ def split_argument(argument: str) -> tuple[str | None, Path]:
     """``NAME=PATH`` names a machine; a plain path is taken as is."""
     name, sep, rest = argument.partition("=")
     if sep and name and "/" not in name and not Path(argument).exists():
+        if not rest.strip():
+            raise InputError(f"report {argument!r} names machine {name!r} but no file")
         return name, Path(rest)
     return None, Path(argument)
 
@@ -127,6 +129,11 @@ def _read_json(path: Path) -> Any:
         text = path.read_text(encoding="utf-8")
     except OSError as error:
         raise InputError(f"cannot read {path}: {error.strerror}") from None
+    except UnicodeDecodeError as error:
+        raise InputError(
+            f"{path} is not UTF-8 text (byte {error.object[error.start]:#04x} at offset "
+            f"{error.start}); expected a --gpuinfer-report or `gpuinfer audit --json` report"
+        ) from None
     try:
         return json.loads(text)
     except ValueError:
@@ -149,11 +156,15 @@ def _gpu_summary(report: Report) -> str:
 def _test_run(path: Path, data: Mapping[str, Any], name: str | None) -> TestRun:
     # Reports written before the ``schema`` key was added carry only the version.
     version = data.get("schema_version")
-    if version != REPORT.version or not isinstance(data.get("machine"), Mapping):
+    if version != REPORT.version:
         raise InputError(
             f"{path} is a pytest-gpuinfer report of schema_version {version!r}; expected "
             f"{REPORT.version!r} (re-run the suite with this pytest-gpuinfer)"
         )
+    try:
+        REPORT.check({"schema": REPORT.schema, **data}, path)
+    except ValueError as error:
+        raise InputError(str(error)) from None
     machine_data = data["machine"]
     machine = Machine(
         name=name or str(machine_data.get("name") or path.stem),
@@ -183,6 +194,12 @@ def _audit_report(path: Path, data: Mapping[str, Any]) -> Report:
             f"{path} is a `gpuinfer audit --json` report of schema_version {version!r}; "
             f"expected {SCHEMA_VERSION!r}"
         )
+    from pytest_gpuinfer.schemas import AUDIT_SCHEMA_FILE
+    from pytest_gpuinfer.schemas.validate import first_error, schema_file
+
+    error = first_error(data, schema_file(AUDIT_SCHEMA_FILE))
+    if error is not None:
+        raise InputError(f"{path} is a damaged `gpuinfer audit --json` report: {error}")
     try:
         return Report.from_dict(dict(data))
     except (KeyError, TypeError, ValueError, AttributeError) as error:
@@ -230,6 +247,11 @@ def load(arguments: Sequence[str]) -> tuple[list[TestRun], list[AuditRun]]:
     seen: dict[str, str] = {}
     for argument in arguments:
         name, path = split_argument(argument)
+        if not argument.strip():
+            raise InputError(
+                f"report path {argument!r} is empty; expected a --gpuinfer-report or "
+                "`gpuinfer audit --json` file"
+            )
         data = _read_json(path)
         if isinstance(data, Mapping) and "tests" in data and "probe" in data:
             run = _test_run(path, data, name)

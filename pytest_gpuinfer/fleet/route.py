@@ -139,13 +139,18 @@ def route(
     given = {label: _as_runner(value) for label, value in runners.items()}
     subsets: dict[str, list[str]] = {label: [] for label in given}
     unroutable: dict[str, list[str]] = {}
+    from pytest_gpuinfer.probes.errors import InputError
+
     cpu_label = next((label for label, r in given.items() if r.cpu), None)
     for record in export.get("tests", []):
         nodeid = str(record["nodeid"])
         if not record.get("gpu_test", True) and cpu_label is not None:
             subsets[cpu_label].append(nodeid)
             continue
-        requirements = requirements_of_record(record)
+        try:
+            requirements = requirements_of_record(record)
+        except InputError as error:
+            raise InputError(f"export test {nodeid!r} has a bad marker: {error}") from None
         reasons: list[str] = []
         for label, runner in given.items():
             if runner.report is None:

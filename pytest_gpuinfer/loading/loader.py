@@ -7,6 +7,7 @@ bitsandbytes and optimum are imported inside the functions that need them.
 from __future__ import annotations
 
 import os
+import re
 import time
 import warnings
 from collections.abc import Mapping
@@ -43,6 +44,8 @@ from pytest_gpuinfer.probes.sources import (
 if TYPE_CHECKING:
     from pytest_gpuinfer.probes.memory_workload import Workload
     from pytest_gpuinfer.probes.report import Report
+
+_UNEXPECTED_KEYWORD = re.compile(r"unexpected keyword argument '(\w+)'")
 
 _TOKENIZER_FILES = (
     "tokenizer.json",
@@ -180,6 +183,16 @@ def _from_pretrained(
     oom_detail: str | None = None
     try:
         return auto_class.from_pretrained(source.name, **kwargs)
+    except TypeError as error:
+        unknown = _UNEXPECTED_KEYWORD.search(str(error))
+        if unknown is None or unknown.group(1) not in request.kwargs:
+            raise
+        name = unknown.group(1)
+        raise InputError(
+            f"load_model got {name}={request.kwargs[name]!r}, which transformers' "
+            f"{auto_class.__name__}.from_pretrained does not take ({str(error).strip()}): "
+            "expected load_model's own keywords or from_pretrained's"
+        ) from None
     except Exception as error:
         if not gpu_memory.is_oom(error):
             raise

@@ -12,6 +12,7 @@ from typing import TYPE_CHECKING, Any
 from pytest_gpuinfer.loading import gpu_memory
 from pytest_gpuinfer.loading.loader import LoadedModel, default_report, gate, load_request
 from pytest_gpuinfer.loading.request import CacheKey, LoadRequest
+from pytest_gpuinfer.probes.errors import InputError
 from pytest_gpuinfer.probes.modes import MODE_INFO
 
 if TYPE_CHECKING:
@@ -57,6 +58,8 @@ class ModelCache:
 
         Same arguments and errors as :func:`~pytest_gpuinfer.loading.load_model`.
         """
+        if not isinstance(private, bool):
+            raise InputError(f"private={private!r} is not understood: expected True or False")
         request = LoadRequest.build(name_or_path, mode, **load_kwargs)
         key = request.cache_key
         if self.report is None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import os
 import re
 from collections.abc import Hashable, Mapping
@@ -66,19 +67,96 @@ def check_device_map(device_map: object) -> object:
     )
 
 
+def check_attention_name(name: object) -> str:
+    """``name`` if the installed transformers registers that attention implementation.
+
+    The names are read from transformers (``ALL_ATTENTION_FUNCTIONS`` plus "eager"); a
+    hub kernel ("org/repo") is left to transformers; a transformers without the registry
+    (before 4.48) judges the name itself.
+    """
+    if not isinstance(name, str) or not name.strip():
+        raise InputError(
+            f"attn_implementation={name!r} is not understood: expected a name such as 'sdpa'"
+        )
+    names = installed_attention_names()
+    plain = name.removeprefix("paged|")
+    if names is None or "/" in name or plain in names or name in names:
+        return name
+    import transformers
+
+    raise InputError(
+        f"attn_implementation={name!r} is not one transformers {transformers.__version__} "
+        f"knows: expected one of {', '.join(names)}"
+    )
+
+
+def installed_attention_names() -> tuple[str, ...] | None:
+    """The attention implementations the installed transformers registers, or None."""
+    try:
+        from transformers.modeling_utils import ALL_ATTENTION_FUNCTIONS
+    except ImportError:
+        return None
+    keys = getattr(ALL_ATTENTION_FUNCTIONS, "valid_keys", None)
+    listed = list(keys() if callable(keys) else ALL_ATTENTION_FUNCTIONS.keys())
+    return tuple(dict.fromkeys(["eager", *map(str, listed)]))
+
+
+def check_devices(device_map: object) -> None:
+    """Every CUDA device ``device_map`` names exists on this machine (InputError if not)."""
+    values = list(device_map.values()) if isinstance(device_map, Mapping) else [device_map]
+    wanted: list[tuple[object, int]] = []
+    for value in values:
+        if isinstance(value, int) and not isinstance(value, bool):
+            wanted.append((value, value))
+        elif isinstance(value, str) and _DEVICE.match(value):
+            kind, _, digits = value.rpartition(":")
+            if kind in ("", "cuda"):
+                wanted.append((value, int(digits)))
+        elif isinstance(value, str) and value == "cuda":
+            wanted.append((value, 0))
+        elif isinstance(device_map, Mapping) and not (
+            (isinstance(value, str) and value in ("cpu", "disk", "mps", "meta"))
+            or type(value).__name__ == "device"
+        ):
+            raise InputError(
+                f"device_map={device_map!r}: device {value!r} is not understood: expected "
+                "'cpu', 'disk', 'cuda:N' or a GPU ordinal N"
+            )
+    if not wanted:
+        return
+    import torch
+
+    count = torch.cuda.device_count() if torch.cuda.is_available() else 0
+    for value, ordinal in wanted:
+        if ordinal >= count:
+            have = "no CUDA device" if count == 0 else f"{count} (cuda:0 to cuda:{count - 1})"
+            raise InputError(
+                f"device_map={device_map!r}: device {value!r} does not exist here: this "
+                f"machine has {have}"
+            )
+
+
 def check_workload(workload: object) -> Workload | None:
     """The audit's ``Workload`` from one, or from ``(batch_size, seq_len[, new_tokens])``;
     InputError names a bad value."""
     from pytest_gpuinfer.probes.memory_workload import Workload
 
-    if workload is None or isinstance(workload, Workload):
-        return workload
-    if not isinstance(workload, list | tuple) or len(workload) not in (2, 3):
+    if workload is None:
+        return None
+    if isinstance(workload, Workload):
+        sizes = workload.to_dict()
+    elif isinstance(workload, list | tuple) and len(workload) in (2, 3):
+        sizes = dict(zip(("batch_size", "seq_len", "new_tokens"), workload, strict=False))
+    else:
         raise InputError(
             f"workload={workload!r} is not understood: expected (batch_size, seq_len) or "
             "(batch_size, seq_len, new_tokens)"
         )
-    return Workload(*workload)  # the audit's own checks of each number
+    try:
+        return Workload.requested(**sizes)  # the audit's own checks of each number
+    except InputError as error:
+        shown = repr(workload) if len(repr(workload)) <= 100 else "(...)"
+        raise InputError(f"workload={shown}: {error}") from None
 
 
 def check_mode(mode: object) -> str:
@@ -117,6 +195,21 @@ def check_load_kwargs(mode: Mode, kwargs: Mapping[str, Any]) -> None:
             not isinstance(value, types) or (bool not in types and isinstance(value, bool))
         ):
             raise InputError(f"{name}={value!r} is not understood: expected {expected}")
+    threshold = kwargs.get("llm_int8_threshold")
+    if isinstance(threshold, float) and not math.isfinite(threshold):
+        raise InputError(
+            f"llm_int8_threshold={threshold!r} is not understood: expected a finite number "
+            "such as 6.0"
+        )
+    if "bnb_4bit_compute_dtype" in kwargs:
+        compute = kwargs["bnb_4bit_compute_dtype"]
+        if str(compute).removeprefix("torch.") not in _PART_DTYPES:
+            raise InputError(
+                f"bnb_4bit_compute_dtype={compute!r} is not understood: expected one of "
+                f"{', '.join(sorted(_PART_DTYPES))} (a name or a torch dtype)"
+            )
+    if "attn_implementation" in kwargs:
+        check_attention_name(kwargs["attn_implementation"])
     if mode.dtype_fixed and "dtype" in kwargs:
         raise InputError(f"dtype= contradicts mode {mode.name!r}: the mode is the dtype")
     if "dtype" in kwargs and str(kwargs["dtype"]).removeprefix("torch.") not in _PART_DTYPES:
@@ -130,6 +223,12 @@ def check_load_kwargs(mode: Mode, kwargs: Mapping[str, Any]) -> None:
             "(BetterTransformer, sdpa or flash_attention_2); use a reference mode to choose "
             "it yourself"
         )
+
+
+def _checked_devices(device_map: object) -> object:
+    if device_map is not None:
+        check_devices(device_map)
+    return device_map
 
 
 def _frozen(value: object) -> Hashable:
@@ -196,7 +295,7 @@ class LoadRequest:
             source=resolve_source(name_or_path),
             mode=parsed.name,
             task=task,
-            device_map=check_device_map(device_map),
+            device_map=_checked_devices(check_device_map(device_map)),
             max_memory=parse_max_memory_argument(max_memory),
             workload=check_workload(workload),
             kwargs=dict(kwargs),

@@ -132,6 +132,11 @@ def pytest_configure(config: pytest.Config) -> None:
         # the machine is probed when something first asks (a --co -q run never does).
         eager = settings.profile is not None or distributing
         session = GpuinferSession(config, settings, _probe(config)[1] if eager else None)
+        # Said for the command line only: an ini/environment default serves -n runs too.
+        shared = settings.sources.get("share", "").startswith("command line")
+        if settings.share > 1 and shared and not distributing:
+            warning = pytest.PytestConfigWarning(options.share_ignored(settings))
+            config.issue_config_time_warning(warning, stacklevel=2)
         if distributing:
             report = session.report
             from pytest_gpuinfer.plugin.xdist_support import XdistHooks, check_worker_count
@@ -231,6 +236,8 @@ class GpuinferSession:
         self.sharing_guard: SharingGuard | None = None
         self._data_key = pytest.StashKey[dict[str, Any]]()
         self._parsed: dict[str, Requirements | str] = {}
+        self.collected: tuple[int, int] | None = None
+        """(tests, GPU tests) at the end of collection, when the export counted them."""
 
     @property
     def report(self) -> Report:
@@ -417,6 +424,9 @@ class GpuinferSession:
 
     def pytest_collection_finish(self, session: pytest.Session) -> None:
         path = self.settings.requirements_path
+        if path is None and self.config.option.collectonly and self.workerid is None:
+            gpu_tests = sum(1 for item in session.items if self.item_data(item)["gpu_test"])
+            self.collected = (len(session.items), gpu_tests)
         if path is None or self.workerid not in (None, "gw0"):
             return  # under xdist the controller does not collect: worker gw0 writes it
         from pytest_gpuinfer.fleet.export import CollectedTest, export
@@ -430,6 +440,7 @@ class GpuinferSession:
             except pytest.fail.Exception:
                 continue  # a bad marker: the test itself fails with the reason
             tests.append(CollectedTest(item.nodeid, data["mode"], requirements, data["gpu_test"]))
+        self.collected = (len(session.items), sum(1 for t in tests if t.gpu_test))
         write_json_atomically(path, export(tests, modes=self.settings.modes))
 
     def pytest_sessionfinish(self, session: pytest.Session, exitstatus: int) -> None:
@@ -455,24 +466,16 @@ class GpuinferSession:
     def pytest_terminal_summary(self, terminalreporter: Any) -> None:
         if self.workerid is not None:
             return
-        from pytest_gpuinfer.plugin.reporting import summary_lines
-        from pytest_gpuinfer.probes.report import MODES
+        from pytest_gpuinfer.plugin.reporting import closing_lines
 
-        terminalreporter.write_sep("=", "gpuinfer summary")
-        gated = self.recorder.gated()
         # A profile is probed at configure; an unprobed machine is no simulated one.
-        if self._report is not None and self._report.simulated:
-            terminalreporter.write_line(
-                f"simulated profile {self.report.profile}: gating as on that GPU, "
-                "GPU tests not executed"
-            )
-        if not gated:
-            terminalreporter.write_line("no test used the gpuinfer marker or fixtures")
-        else:
-            for line in summary_lines(gated, MODES):
-                terminalreporter.write_line(line)
-        if self.settings.report_path is not None:
-            terminalreporter.write_line(f"gpuinfer report: {self.settings.report_path}")
+        simulated = self.report.profile if self._report and self._report.simulated else None
+        terminalreporter.write_sep("=", "gpuinfer summary")
+        collected = (self.collected or (0, 0)) if self.config.option.collectonly else None
+        for line in closing_lines(
+            self.recorder.gated(), simulated, collected, self.settings.report_path
+        ):
+            terminalreporter.write_line(line)
         if self.settings.summary_path is not None:
             terminalreporter.write_line(
                 f"gpuinfer summary appended to {self.settings.summary_path}"

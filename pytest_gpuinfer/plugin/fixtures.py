@@ -9,14 +9,12 @@ and bench only inside the fixtures: a suite that never loads a model never pays 
 from __future__ import annotations
 
 import os
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import TYPE_CHECKING, Any, NoReturn, Protocol
 
 import pytest
 
 if TYPE_CHECKING:
-    import functools
-
     from pytest_gpuinfer import loading
     from pytest_gpuinfer.bench.record import ModeResult
     from pytest_gpuinfer.probes.memory_workload import Workload
@@ -160,9 +158,7 @@ def gpuinfer_model(
 
 
 @pytest.fixture
-def gpuinfer_bench(
-    request: pytest.FixtureRequest, gpu_report: Report
-) -> functools.partial[ModeResult]:
+def gpuinfer_bench(request: pytest.FixtureRequest, gpu_report: Report) -> Callable[..., ModeResult]:
     """Factory: ``gpuinfer_bench(loaded, *, batch_size=1, prompt_len=32, new_tokens=16,
     warmup=1, min_repetitions=5, min_seconds=1.0, max_spread=0.05, reference=None,
     check=True) -> ModeResult`` (:func:`pytest_gpuinfer.bench.fixture.bench_loaded` with
@@ -175,9 +171,7 @@ def gpuinfer_bench(
     test case under ``xunit1``, as ``<nodeid>::<figure>`` suite properties under the
     default ``xunit2``, without ``record_property``'s xunit2 warning.
     """
-    import functools
-
-    from pytest_gpuinfer.bench.fixture import bench_loaded
+    from pytest_gpuinfer.bench.fixture import bench_call
     from pytest_gpuinfer.plugin.outputs import record_test_property
 
     def sink(name: str, value: object) -> None:
@@ -187,4 +181,8 @@ def gpuinfer_bench(
             if isinstance(extra, dict):
                 extra[name] = value
 
-    return functools.partial(bench_loaded, report=gpu_report, sink=sink)
+    def measure(*args: Any, **options: Any) -> ModeResult:
+        __tracebackhide__ = True
+        return bench_call(args, options, report=gpu_report, sink=sink)
+
+    return measure

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import unicodedata
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -145,8 +146,10 @@ class Settings:
     machine: str | None = None
     modes: tuple[str, ...] = ("fp32", "fp16", "bf16", "int8", "nf4", "fastpath")
     """Modes ``inference_mode`` is parametrized with when a test's marker names none."""
-    modes_selected: bool = False
-    """True when ``--gpuinfer-modes`` (or its ini key / variable) chose ``modes``."""
+    modes_explicit: bool = False
+    """True when ``--gpuinfer-modes`` (or its ini key / variable) chose ``modes``. (The
+    export's ``modes_selected`` is the list, ``modes``; this was called ``modes_selected``
+    before, which still reads, with a DeprecationWarning.)"""
     report_path: Path | None = None
     summary_path: Path | None = None
     """Where ``--gpuinfer-summary`` appends the Markdown summary."""
@@ -156,6 +159,20 @@ class Settings:
     sources: dict[str, str] = field(default_factory=dict)
     """Where each setting came from, e.g. ``{"strict": "environment variable GPUINFER_STRICT"}``."""
 
+    @property
+    def modes_selected(self) -> bool:
+        """Deprecated: ``modes_explicit`` (the export's ``modes_selected`` is ``modes``)."""
+        import warnings
+
+        warnings.warn(
+            "gpuinfer_settings.modes_selected is deprecated: it is the bool modes_explicit "
+            "(whether --gpuinfer-modes chose the modes); the list of modes, which the "
+            "export calls modes_selected, is gpuinfer_settings.modes",
+            DeprecationWarning,
+            stacklevel=2,
+        )
+        return self.modes_explicit
+
     def to_dict(self) -> dict[str, Any]:
         return {
             "enabled": self.enabled,
@@ -164,7 +181,7 @@ class Settings:
             "model": self.model,
             "machine": self.machine,
             "modes": list(self.modes),
-            "modes_selected": self.modes_selected,
+            "modes_explicit": self.modes_explicit,
             "report_path": None if self.report_path is None else str(self.report_path),
             "summary_path": None if self.summary_path is None else str(self.summary_path),
             "requirements_path": (
@@ -186,7 +203,7 @@ class Settings:
             model=data.get("model"),
             machine=data.get("machine"),
             modes=tuple(data["modes"]),
-            modes_selected=bool(data.get("modes_selected", False)),
+            modes_explicit=bool(data.get("modes_explicit", data.get("modes_selected", False))),
             report_path=None if report_path is None else Path(report_path),
             summary_path=None if summary_path is None else Path(summary_path),
             requirements_path=None if requirements_path is None else Path(requirements_path),
@@ -362,8 +379,10 @@ def resolve(config: pytest.Config, environ: Mapping[str, str] | None = None) -> 
             values[spec.dest] = _bool(value, source)
         elif spec.kind == "modes":
             values["modes"] = parse_modes(str(value), source)
-            values["modes_selected"] = True
+            values["modes_explicit"] = True
         elif spec.kind == "path":
+            if not str(value).strip():
+                raise pytest.UsageError(f"gpuinfer: {source} is empty; expected a file path")
             if source.startswith("ini") and config.inipath is not None:
                 base = config.inipath.parent
             else:
@@ -375,5 +394,49 @@ def resolve(config: pytest.Config, environ: Mapping[str, str] | None = None) -> 
             text = str(value).strip()
             if not text:
                 raise pytest.UsageError(f"gpuinfer: {source} is empty")
+            if any(unicodedata.category(c) in ("Cc", "Cf", "Zl", "Zp") for c in text):
+                raise pytest.UsageError(
+                    f"gpuinfer: {source}={value!r} holds a control character or line break; "
+                    "expected one line of printable text"
+                )
             values[spec.dest] = text
-    return Settings(**values, sources=sources)
+    settings = Settings(**values, sources=sources)
+    check_output_paths(config, settings)
+    return settings
+
+
+def share_ignored(settings: Settings) -> str:
+    """The warning for ``--gpuinfer-share N`` on a run without xdist workers."""
+    source = settings.sources.get("share", "--gpuinfer-share")
+    return (
+        f"gpuinfer: {source}={settings.share} has no effect without pytest-xdist workers "
+        "(-n N): only workers share a GPU"
+    )
+
+
+def check_output_paths(config: pytest.Config, settings: Settings) -> None:
+    """The report and the export are two files, and neither is an input or the JUnit XML."""
+    from pytest_gpuinfer.outputs import Outputs
+    from pytest_gpuinfer.probes.errors import InputError
+
+    outputs = [
+        (path, settings.sources.get(dest, dest))
+        for dest, path in (
+            ("report_path", settings.report_path),
+            ("requirements_path", settings.requirements_path),
+        )
+        if path is not None
+    ]
+    if not outputs:
+        return
+    files = Outputs()
+    if settings.profile is not None:
+        files.add_input(settings.profile, f"the profile ({settings.sources.get('profile')})")
+    xml = getattr(config.option, "xmlpath", None)
+    try:
+        if xml:
+            files.add(Path(xml).absolute(), "--junitxml")
+        for path, source in outputs:
+            files.add(path, source)
+    except InputError as error:
+        raise pytest.UsageError(f"gpuinfer: {error}") from None

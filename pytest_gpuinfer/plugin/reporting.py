@@ -2,10 +2,6 @@
 
 from __future__ import annotations
 
-import contextlib
-import json
-import os
-import tempfile
 from collections import Counter
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
@@ -188,21 +184,48 @@ def summary_lines(records: Iterable[TestRecord], modes_order: Iterable[str]) -> 
 
 
 def write_json_atomically(path: Path, data: Mapping[str, Any]) -> None:
-    """Write JSON to a temporary file beside ``path``, then rename it over ``path``."""
-    text = json.dumps(data, indent=2, sort_keys=False) + "\n"
-    handle, temporary = tempfile.mkstemp(
-        prefix=f".{path.name}.", suffix=".tmp", dir=str(path.parent)
+    """Write JSON (never NaN) through a temporary file beside ``path``, renamed over it."""
+    from pytest_gpuinfer.outputs import write_json
+
+    write_json(path, data)
+
+
+def closing_lines(
+    gated: list[TestRecord],
+    simulated: str | None,
+    collected: tuple[int, int] | None,
+    report_path: Path | None,
+) -> list[str]:
+    """The "gpuinfer summary" section: per-mode counts, or what a --collect-only found."""
+    from pytest_gpuinfer.probes.report import MODES
+
+    lines = []
+    if simulated is not None:
+        lines.append(
+            f"simulated profile {simulated}: gating as on that GPU, GPU tests not executed"
+        )
+    if collected is not None:
+        lines.append(collect_only_line(*collected))
+    elif not gated:
+        lines.append("no test used the gpuinfer marker or fixtures")
+    else:
+        lines.extend(summary_lines(gated, MODES))
+    if report_path is not None:
+        lines.append(f"gpuinfer report: {report_path}")
+    return lines
+
+
+def collect_only_line(total: int, gpu_tests: int) -> str:
+    """The summary of a ``--collect-only`` run, which has no outcome to count."""
+    if not gpu_tests:
+        return (
+            f"collect-only: none of the {total} collected tests uses the gpuinfer marker "
+            "or fixtures"
+        )
+    return (
+        f"collect-only: {gpu_tests} of the {total} collected tests are GPU tests (the gpuinfer "
+        "marker or fixtures); none ran"
     )
-    try:
-        with os.fdopen(handle, "w", encoding="utf-8") as stream:
-            stream.write(text)
-            stream.flush()
-            os.fsync(stream.fileno())
-        os.replace(temporary, path)
-    except BaseException:
-        with contextlib.suppress(OSError):
-            os.unlink(temporary)
-        raise
 
 
 def machine_identity(report: Report, name: str | None = None) -> dict[str, Any]:

@@ -98,6 +98,12 @@ def evaluate(
     from pytest_gpuinfer.probes.memory_units import format_bytes
 
     reasons: list[str] = []
+    # A misspelt workload model is named first, before anything about the hardware.
+    problem = (
+        None if requirements.workload is None else declared_model_problem(requirements.workload)
+    )
+    if problem:
+        reasons.append(problem)
     for judged in (mode,) if mode is not None else requirements.modes:
         reason = mode_reason(report, judged)
         if reason:
@@ -124,7 +130,7 @@ def evaluate(
             found += f" ({no_gpu_reason})"
         reasons.append(f"needs gpus={requirements.gpus}; found {found}")
 
-    if requirements.workload is not None and gpus:
+    if requirements.workload is not None and gpus and not problem:
         judged_modes = (mode,) if mode is not None else requirements.modes
         for judged in judged_modes or (DEFAULT_WORKLOAD_MODE,):
             reason = workload_reason(requirements.workload, judged, gpus[0])
@@ -210,6 +216,20 @@ def _predicted(model: str, mode: str, sizes: Workload) -> WorkloadEstimate:
     from pytest_gpuinfer.probes.memory_fit import estimate_workload_of
 
     return estimate_workload_of(model, mode, sizes.batch_size, sizes.seq_len, sizes.new_tokens)
+
+
+def declared_model_problem(workload: DeclaredWorkload) -> str | None:
+    """Why a mark's ``workload=`` model cannot be read (a misspelt path), or None.
+
+    Checked before the hardware, so a typo is named even on a machine without a GPU.
+    """
+    from pytest_gpuinfer.probes.sources import resolve_config_path
+
+    try:
+        resolve_config_path(workload.model)
+    except InputError as error:
+        return f"workload={{'model': {workload.model!r}, ...}}: {error}"
+    return None
 
 
 def workload_reason(workload: DeclaredWorkload, mode: str, gpu: GPUInfo) -> str | None:

@@ -204,19 +204,23 @@ def _workload(value: object) -> DeclaredWorkload:
     model = value.get("model")
     if not isinstance(model, str | os.PathLike) or not os.fspath(model):
         raise RequirementError(f"workload={value!r} has no 'model' path; {example}")
-    from pytest_gpuinfer.probes.memory_workload import Workload
+    from pytest_gpuinfer.probes.memory_workload import Workload, check_size
 
     sizes: dict[str, int] = {}
-    for key, low in (("batch_size", 1), ("seq_len", 1), ("new_tokens", 0)):
+    for key in ("batch_size", "seq_len", "new_tokens"):
         if key not in value:
             continue
         number = value[key]
-        if isinstance(number, bool) or not isinstance(number, int) or number < low:
+        written = repr(value) if len(repr(value)) <= 100 else "{...}"
+        if isinstance(number, bool) or not isinstance(number, int) or number < 1:
             raise RequirementError(
-                f"workload={value!r}: {key}={number!r} is not a whole number >= {low}"
+                f"workload={written}: {key}={number!r} is not a whole number >= 1"
             )
-        sizes[key] = number
-    return DeclaredWorkload(os.fspath(model), Workload(**sizes))
+        try:
+            sizes[key] = check_size(key, number, 1)
+        except InputError as error:
+            raise RequirementError(f"workload={written}: {error}") from None
+    return DeclaredWorkload(os.fspath(model), Workload.requested(**sizes))
 
 
 def _gpus(value: object) -> int:

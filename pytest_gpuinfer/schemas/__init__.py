@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -27,7 +26,8 @@ class Format:
         return {"schema": self.schema, "schema_version": self.version}
 
     def check(self, data: object, source: object) -> Mapping[str, Any]:
-        """``data`` if it is this format at this version; else ValueError naming ``source``."""
+        """``data`` if it is this format at this version and conforms to its schema file;
+        else ValueError naming ``source`` and the first field that is wrong."""
         if not isinstance(data, Mapping) or data.get("schema") != self.schema:
             raise ValueError(f"{source} is not {self.what}")
         if data.get("schema_version") != self.version:
@@ -35,11 +35,17 @@ class Format:
                 f"{source} has {self.schema} schema_version {data.get('schema_version')!r}; "
                 f"expected {self.version!r}"
             )
+        from pytest_gpuinfer.schemas.validate import first_error
+
+        error = first_error(data, self.json_schema())
+        if error is not None:
+            raise ValueError(f"{source} is a damaged {self.schema} document: {error}")
         return data
 
-    def json_schema(self) -> dict[str, Any]:
-        loaded: dict[str, Any] = json.loads((SCHEMA_DIR / self.file).read_text(encoding="utf-8"))
-        return loaded
+    def json_schema(self) -> Mapping[str, Any]:
+        from pytest_gpuinfer.schemas.validate import schema_file
+
+        return schema_file(self.file)
 
 
 REPORT = Format("pytest-gpuinfer/report", "2", "a --gpuinfer-report file", "report.schema.json")
