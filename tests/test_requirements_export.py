@@ -157,7 +157,7 @@ def test_route_tests_to_runners_from_the_export(
     )
     assert route_main([str(pytester.path / "req.json"), "t4", "--out", str(out)]) == 2
     assert capsys.readouterr().err == (
-        "gpuinfer: error: runner 't4' is not LABEL=PROFILE or LABEL=AUDIT.json\n"
+        "gpuinfer: error: runner 't4' is not LABEL=PROFILE, LABEL=AUDIT.json or cpu\n"
     )
 
 
