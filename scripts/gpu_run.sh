@@ -19,6 +19,7 @@ export HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1 TOKENIZERS_PARALLELISM=false PYTH
 export PYTHONPATH=$PWD/.site:${PYTHONPATH:-}
 TOTAL_BUDGET=${TOTAL_BUDGET:-520}
 SUITE_TIMEOUT=${SUITE_TIMEOUT:-130}
+SUITE_WORKERS=${SUITE_WORKERS:-8}
 GPUTESTS_TIMEOUT=${GPUTESTS_TIMEOUT:-60}
 OOM_TIMEOUT=${OOM_TIMEOUT:-30}
 BENCH_TIMEOUT=${BENCH_TIMEOUT:-110}
@@ -76,7 +77,7 @@ bench_line() { # the bench's short table, from its log, for the summary's tail
 phase() {
     case $1 in
     versions) versions >"$OUT/versions.txt" 2>&1 ;;
-    suite) step suite_n8 "$SUITE_TIMEOUT" python3 -m pytest tests -n 8 --gpuinfer -p no:cacheprovider -q -rfE --tb=short ;;
+    suite) step "suite_n$SUITE_WORKERS" "$SUITE_TIMEOUT" python3 -m pytest tests -n "$SUITE_WORKERS" --gpuinfer -p no:cacheprovider -q -rfE --tb=short ;;
     gputests) step gpu_tests "$GPUTESTS_TIMEOUT" python3 -m pytest tests/test_gpu.py -p no:cacheprovider -q -rfEs ;;
     oom) step oom_residue "$OOM_TIMEOUT" python3 benchmarks/gpu_oom_residue.py --out "$OUT/oom" ;;
     bench)
