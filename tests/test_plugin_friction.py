@@ -93,9 +93,9 @@ def test_bench_fixture_under_default_junitxml_warns_nothing_but_past_positions(
     tree = ET.parse(pytester.path / "j.xml")
     names = {p.get("name") for p in tree.iter("property")}
     # Under the default xunit2 a test's figures are suite properties named <nodeid>::<figure>.
-    assert any(
-        n is not None and n.endswith("::gpuinfer_bench.fp32.b1.status") for n in names
-    ), names
+    assert any(n is not None and n.endswith("::gpuinfer_bench.fp32.b1.status") for n in names), (
+        names
+    )
 
 
 def test_share_without_workers_says_it_has_no_effect(pytester: pytest.Pytester) -> None:
