@@ -62,7 +62,10 @@ step() {
     note=$(grep -E 'passed|failed|error|residue|indistinguishable|total [0-9]+ s' "$LOGS/$name.log" | tail -n 1 | cut -c1-90)
     ((rc == 124)) && note="TIMED OUT after ${cap}s; $note"
     printf '%-18s rc=%-3s %4ss  %s\n' "$name" "$rc" "$((SECONDS - t0))" "$note" >>"$SUMMARY"
-    grep -hE "^(FAILED|ERROR) |^E  " "$LOGS/$name.log" | cut -c1-300 | head -30 | sed "s/^/[$name] /" >>"$OUT/failures.txt"
+    # Every failing test's id first (the short summary's lines), then a few assertion lines:
+    # the ids must come back even when the log itself does not.
+    grep -hE "^(FAILED|ERROR) " "$LOGS/$name.log" | cut -c1-300 | sed "s/^/[$name] /" >>"$OUT/failures.txt"
+    grep -hE "^E  " "$LOGS/$name.log" | cut -c1-300 | head -30 | sed "s/^/[$name] /" >>"$OUT/failures.txt"
 }
 
 versions() {
@@ -107,7 +110,7 @@ for p in "$@"; do phase "$p"; done
 echo "== versions"
 cat "$OUT/versions.txt" 2>/dev/null
 echo "== failures"
-grep -E "^\[[^]]*\] (FAILED|ERROR)" "$OUT/failures.txt" | head -30
+grep -E "^\[[^]]*\] (FAILED|ERROR)" "$OUT/failures.txt" | cut -c1-160 | head -80
 for name in bench_run1 bench_run2 bench_run3 bench_compiled; do
     [[ -f $LOGS/$name.log ]] && echo "== $name" && bench_line "$name"
 done
