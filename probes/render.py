@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import textwrap
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING
 
 from pytest_gpuinfer.probes.architectures import tensor_core_precisions
@@ -156,10 +156,19 @@ def audit_text(report: Report, *, width: int = 100) -> str:
     return "\n".join(lines)
 
 
-def memory_fit_lines(fit: MemoryFit, *, judged: bool = True, width: int = 100) -> list[str]:
+def memory_fit_lines(
+    fit: MemoryFit,
+    *,
+    judged: bool = True,
+    width: int = 100,
+    verdicts: Mapping[str, Status] | None = None,
+) -> list[str]:
     """The memory-fit table: per mode the predicted peak, its parts, where it fits.
 
     ``judged=False`` (no GPU here) prints the predictions without fit verdicts.
+    ``verdicts`` (the audit's mode verdicts): a mode that cannot run, or whose verdict is
+    unknown, is never called "supported" for fitting; the line says it fits in memory
+    and why that does not make it run.
     """
     estimate = fit.estimate
     millions = estimate.parameter_count / 1e6
@@ -198,8 +207,18 @@ def memory_fit_lines(fit: MemoryFit, *, judged: bool = True, width: int = 100) -
             cells += f"{format_bytes(mode_fit.needed_bytes):>11}"
         lines.append(f"{mode:<9}{cells}")
         if judged:
-            status = mode_fit.status.value
-            lines.extend(" " * 9 + chunk for chunk in _wrap(f"{status}: {row[2]}", width - 9))
+            head = f"{mode_fit.status.value}: {row[2]}"
+            runs = None if verdicts is None else verdicts.get(mode)
+            if runs in (Status.UNSUPPORTED, Status.UNKNOWN) and mode_fit.status in (
+                Status.SUPPORTED,
+                Status.DEGRADED,
+            ):
+                word = "cannot run here" if runs is Status.UNSUPPORTED else "may not run here"
+                head = (
+                    f"fits in memory ({row[2]}), but {mode} {word}: its verdict above is "
+                    f"{runs.value}"
+                )
+            lines.extend(" " * 9 + chunk for chunk in _wrap(head, width - 9))
             lines.extend(" " * 9 + chunk for chunk in _wrap(row[3], width - 9))
     if not judged:
         lines.append(

@@ -49,6 +49,26 @@ def test_workload_table_and_json(model: Path, capsys: pytest.CaptureFixture[str]
     assert fp16["per_gpu"][0]["fits"] is True
 
 
+def test_a_mode_that_cannot_run_is_never_called_supported_for_fitting(
+    model: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    argv = ["audit", "--profile", "t4", "--model", str(model), "--modes", "fp16,bf16"]
+    code, out, _ = run(capsys, *argv, "--seq-len", "32", "--new-tokens", "8")
+    assert code == 1  # bf16 is unsupported on a T4 (cc 7.5), though it fits
+    fit_part = out[out.index("memory fit for") :]
+    assert "supported: one GPU (GPU 0)" in fit_part  # fp16: runs and fits
+    bf16 = fit_part[fit_part.index("\nbf16") :]
+    assert "supported: one GPU" not in bf16.replace("\n" + " " * 9, " ")
+    assert "but bf16 cannot run here: its verdict above is unsupported" in bf16.replace(
+        "\n" + " " * 9, " "
+    )
+    code, out, _ = run(capsys, *argv, "--seq-len", "32", "--new-tokens", "8", "--json")
+    fits = json.loads(out)["memory_fit"]["fits"]
+    assert fits["bf16"]["status"] == "supported"  # the memory fit alone
+    assert fits["bf16"]["mode_verdict"] == "unsupported"
+    assert fits["fp16"]["mode_verdict"] == "supported"
+
+
 @pytest.mark.parametrize(
     ("extra", "message"),
     [

@@ -247,7 +247,13 @@ def _audit(args: argparse.Namespace) -> int:
         )
         report.memory_fit = fit.to_dict()
         report.memory_fit["judged"] = bool(report.gpus)
-        fit_rows = memory_fit_lines(fit, judged=bool(report.gpus))
+        verdicts = {
+            mode: report.verdicts[mode].status for mode in fit.fits if mode in report.verdicts
+        }
+        for mode, status in verdicts.items():
+            # The fit is memory only; this says whether the mode itself runs here.
+            report.memory_fit["fits"][mode]["mode_verdict"] = status.value
+        fit_rows = memory_fit_lines(fit, judged=bool(report.gpus), verdicts=verdicts)
     elif max_memory is not None:
         raise InputError("--max-memory plans a device map for a model: give --model PATH too")
     if args.json:
