@@ -418,9 +418,10 @@ class GpuinferSession:
             return  # the controller's view (all GPUs) is the one to show, not a worker's
         from pytest_gpuinfer.plugin.outputs import add_metadata, stamp_junit_suite
 
-        stamp_junit_suite(self.config, self.report)
+        # Both probe the machine (self.report) only if their output is being written.
+        stamp_junit_suite(self.config, lambda: self.report)
         # pytest-html reads the metadata in its own (trylast) sessionstart, after this one.
-        add_metadata(self.config, self.report)
+        add_metadata(self.config, lambda: self.report)
 
     def pytest_collection_finish(self, session: pytest.Session) -> None:
         path = self.settings.requirements_path

@@ -416,9 +416,6 @@ def share_ignored(settings: Settings) -> str:
 
 def check_output_paths(config: pytest.Config, settings: Settings) -> None:
     """The report and the export are two files, and neither is an input or the JUnit XML."""
-    from pytest_gpuinfer.outputs import Outputs
-    from pytest_gpuinfer.probes.errors import InputError
-
     outputs = [
         (path, settings.sources.get(dest, dest))
         for dest, path in (
@@ -428,7 +425,10 @@ def check_output_paths(config: pytest.Config, settings: Settings) -> None:
         if path is not None
     ]
     if not outputs:
-        return
+        return  # before the imports: a run that writes neither pays nothing for the check
+    from pytest_gpuinfer.outputs import Outputs
+    from pytest_gpuinfer.probes.errors import InputError
+
     files = Outputs()
     if settings.profile is not None:
         files.add_input(settings.profile, f"the profile ({settings.sources.get('profile')})")

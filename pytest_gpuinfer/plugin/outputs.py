@@ -11,7 +11,7 @@ writes them), and a test's own figures (``gpuinfer_bench``) are too, named
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -72,14 +72,17 @@ def _junit_xml(config: pytest.Config) -> Any:
     return config.stash.get(xml_key, None)
 
 
-def stamp_junit_suite(config: pytest.Config, report: Report) -> None:
-    """The hardware as suite properties (what ``record_testsuite_property`` writes)."""
+def stamp_junit_suite(config: pytest.Config, report: Callable[[], Report]) -> None:
+    """The hardware as suite properties (what ``record_testsuite_property`` writes).
+
+    ``report`` is called only when a JUnit file is being written: the machine is probed
+    on first use, and a run without ``--junitxml`` must not pay for it."""
     xml = _junit_xml(config)
     if xml is None:
         return
     from pytest_gpuinfer.plugin.reporting import hardware_properties
 
-    for name, value in hardware_properties(report):
+    for name, value in hardware_properties(report()):
         xml.add_global_property(name, value)
 
 
@@ -135,10 +138,13 @@ def metadata_entries(report: Report) -> dict[str, Any]:
     }
 
 
-def add_metadata(config: pytest.Config, report: Report) -> bool:
+def add_metadata(config: pytest.Config, report: Callable[[], Report]) -> bool:
     """Add the entries to pytest-metadata's ``config.stash[metadata_key]`` when that plugin
-    is active (its module is imported only then); entries a user set stay. True if added."""
-    if not config.pluginmanager.has_plugin("metadata"):
+    is active (its module is imported only then); entries a user set stay. True if added.
+
+    ``report`` is called only then, and not in a ``--collect-only`` run (no results for a
+    report to show, and collection must not probe the machine)."""
+    if not config.pluginmanager.has_plugin("metadata") or config.option.collectonly:
         return False
     try:
         from pytest_metadata.plugin import (  # type: ignore[import-untyped,import-not-found,unused-ignore]
@@ -149,7 +155,7 @@ def add_metadata(config: pytest.Config, report: Report) -> bool:
     metadata = config.stash.get(metadata_key, None)
     if metadata is None:
         return False
-    for key, value in metadata_entries(report).items():
+    for key, value in metadata_entries(report()).items():
         metadata.setdefault(key, value)
     return True
 
