@@ -99,9 +99,7 @@ def command_environment() -> dict[str, str]:
         for name, value in os.environ.items()
         if not name.startswith("GPUINFER") and name not in _DROPPED_VARIABLES
     }
-    env["PYTHONPATH"] = os.pathsep.join(
-        [str(ROOT), *filter(None, [os.environ.get("PYTHONPATH")])]
-    )
+    env["PYTHONPATH"] = os.pathsep.join([str(ROOT), *filter(None, [os.environ.get("PYTHONPATH")])])
     return env
 
 
