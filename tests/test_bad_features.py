@@ -219,7 +219,7 @@ def test_bad_input(
 
 def test_bench_cli_warns_past_the_model_positions_as_the_audit_does() -> None:
     from pytest_gpuinfer.bench.config import BenchConfig
-    from pytest_gpuinfer.cli_bench import positions_warning
+    from pytest_gpuinfer.cli.bench import positions_warning
     from pytest_gpuinfer.tiny_models import trained_model_path
 
     # The shipped tiny model has 256 positions; the defaults are 256 + 64.

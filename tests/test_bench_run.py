@@ -20,7 +20,7 @@ from typing import Any
 import pytest
 
 from pytest_gpuinfer.bench.record import SCHEMA, SCHEMA_VERSION
-from pytest_gpuinfer.cli_bench import JSON_FILE_DEPRECATED
+from pytest_gpuinfer.cli.bench import JSON_FILE_DEPRECATED
 from pytest_gpuinfer.tiny_models import trained_model_path
 
 ROOT = Path(__file__).resolve().parents[1]

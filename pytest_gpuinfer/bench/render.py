@@ -34,12 +34,18 @@ def _spread(r: ModeResult) -> str:
     return f"{r.spread.iqr_over_median * 100:.1f}%/{r.spread.cv * 100:.1f}%{flag}"
 
 
-def _table(header: list[str], rows: list[list[str]]) -> list[str]:
+def _table(header: list[str], rows: list[list[str]], width: int | None = None) -> list[str]:
+    """Columns two spaces apart; one space where that keeps the table within ``width``
+    (figures vary in length from run to run: a noisy run's wider intervals must not push
+    the default table past the terminal)."""
     widths = [max(len(row[i]) for row in [header, *rows]) for i in range(len(header))]
-    lines = ["  ".join(c.ljust(w) for c, w in zip(header, widths, strict=True)).rstrip()]
+    gap = "  "
+    if width is not None and sum(widths) + 2 * (len(widths) - 1) > width:
+        gap = " "
+    lines = [gap.join(c.ljust(w) for c, w in zip(header, widths, strict=True)).rstrip()]
     lines.append("-" * len(lines[0]))
     for row in rows:
-        lines.append("  ".join(c.ljust(w) for c, w in zip(row, widths, strict=True)).rstrip())
+        lines.append(gap.join(c.ljust(w) for c, w in zip(row, widths, strict=True)).rstrip())
     return lines
 
 
@@ -131,7 +137,7 @@ def bench_text(bench: BenchResult, *, wide: bool = False) -> str:
     columns = WIDE_COLUMNS if wide else FIGURE_COLUMNS
     rows = [[get(r) for _, get in columns] for r in bench.results if r.status != "not-runnable"]
     if rows:
-        lines += _table([name for name, _ in columns], rows)
+        lines += _table([name for name, _ in columns], rows, None if wide else WIDTH)
     compared = [r for r in bench.results if r.ratios and not r.reference]
     if compared:
         lines += [
@@ -140,7 +146,7 @@ def bench_text(bench: BenchResult, *, wide: bool = False) -> str:
             "95% bootstrap interval over rounds)",
         ]
         ratio_rows = [[get(r) for _, get in RATIO_COLUMNS] for r in compared]
-        lines += _table([name for name, _ in RATIO_COLUMNS], ratio_rows)
+        lines += _table([name for name, _ in RATIO_COLUMNS], ratio_rows, WIDTH)
     lines += _wrap(_explanations(bench))
     return "\n".join(lines)
 

@@ -109,7 +109,7 @@ def _build_parser() -> argparse.ArgumentParser:
     )
     audit.set_defaults(func=_audit)
     matrix.set_defaults(func=_matrix)
-    from pytest_gpuinfer import cli_bench
+    from pytest_gpuinfer.cli import bench as cli_bench
     from pytest_gpuinfer.cli import env, export, merge, route
 
     cli_bench.add_parser(sub).set_defaults(func=cli_bench.run)
