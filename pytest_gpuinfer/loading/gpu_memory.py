@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import gc
+import sys
 from collections.abc import Mapping
 from typing import Any
 
@@ -107,8 +108,9 @@ def release_memory() -> None:
     needs it freed too. The next matmul allocates it again.
     """
     gc.collect()
-    import torch
-
+    torch = sys.modules.get("torch")
+    if torch is None:
+        return  # never imported (or not installed): it holds no GPU memory to hand back
     if torch.cuda.is_available() and _cuda_initialized():
         clear_workspaces = getattr(torch._C, "_cuda_clearCublasWorkspaces", None)
         if clear_workspaces is not None:  # private API: absent in CPU builds
