@@ -1,7 +1,7 @@
 """The working memory of a sparse mixture-of-experts block, as transformers 5 runs it.
 
 Pure arithmetic on :class:`probes.model_shape.ModelShape` (no torch); used by
-:mod:`probes.memory_workload` for each MoE layer's prefill and decode step.
+:mod:`probes.memory_moments` for each MoE layer's prefill and decode step.
 """
 
 from __future__ import annotations
