@@ -9,8 +9,8 @@ the CUDA allocator's order, and a disagreement between the two is stated, not re
 silently.
 
 The setting the memory fit reads is ``expandable_segments``: the fit's fragmentation
-allowance (:data:`probes.memory_workload.FRAGMENTATION_OF_KV` and
-:data:`~probes.memory_workload.FRAGMENTATION_OF_INT8_BUFFERS`) was measured with the default
+allowance (:data:`probes.memory_moments.FRAGMENTATION_OF_KV` and
+:data:`~probes.memory_moments.FRAGMENTATION_OF_INT8_BUFFERS`) was measured with the default
 (fixed-size segments); :data:`EXPANDABLE_FRAGMENTATION_SCALE` scales it when segments are
 expandable. Pure string parsing: no torch.
 """
@@ -39,7 +39,7 @@ variable set confirms or replaces it (the estimate says it is unconfirmed)."""
 
 DEFAULT_SOURCE = (
     "fixed-size segments (torch's default): the allowance measured on the H100 "
-    "(probes.memory_workload.FRAGMENTATION_OF_KV)"
+    "(probes.memory_moments.FRAGMENTATION_OF_KV)"
 )
 EXPANDABLE_SOURCE = (
     f"expandable_segments:True: {EXPANDABLE_FRAGMENTATION_SCALE:g} x the default allowance, "

@@ -11,9 +11,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
-from pytest_gpuinfer.probes.errors import InputError
 from pytest_gpuinfer.probes.memory_moe import moe_bytes
-from pytest_gpuinfer.probes.modes import MODE_INFO, Mode, dtype_bytes
+from pytest_gpuinfer.probes.modes import dtype_bytes, parse_mode
 
 if TYPE_CHECKING:
     from pytest_gpuinfer.probes.memory_weights import MemoryEstimate
@@ -45,17 +44,9 @@ LOGITS_FP32_COPIES = 3
 """generate() copies the last logits to fp32, the min_new_tokens processor clones them."""
 
 
-def mode_info(mode: str) -> Mode:
-    """The mode's facts; InputError naming the known modes."""
-    info = MODE_INFO.get(mode)
-    if info is None:
-        raise InputError(f"mode {mode!r} is not known: expected one of {', '.join(MODE_INFO)}")
-    return info
-
-
 def activation_bytes(mode: str) -> int:
     """Bytes per activation element: the compute dtype (int8/nf4 compute in fp16)."""
-    name = mode_info(mode).weight_dtype or "float16"
+    name = parse_mode(mode).weight_dtype or "float16"
     return dtype_bytes(name) or 2
 
 
@@ -88,7 +79,7 @@ def _kv_tokens(shape: ModelShape, tokens: int, cap_at_window: bool) -> int:
 
 def _quantized_linear(mode: str, tokens: int, width_in: int, width_out: int, a: int) -> int:
     """bitsandbytes' working set for one Linear on ``tokens`` rows beyond its fp16 output."""
-    if mode_info(mode).bits == 8:
+    if parse_mode(mode).bits == 8:
         # LLM.int8: |x| and the outlier mask, a cleaned copy, the int8 copy, an int32 product.
         return tokens * width_in * (a + 1 + a + 1) + tokens * width_out * 4
     return 0
@@ -145,14 +136,14 @@ def decoder_only_moments(
     quant = _dequantized(mode, estimate)
     if shape.experts and shape.sparse_layers:
         mlp_phase = max(mlp_phase, base + moe_bytes(shape, t, a))
-    if mode_info(mode).bits == 8 and shape.experts:
+    if parse_mode(mode).bits == 8 and shape.experts:
         # The experts stay 16-bit (3-D parameters): LLM.int8 runs on the attention
         # projections (and a shared expert), in the attention phase, beside the layer's
         # input; it costs only what it adds over the larger MoE phase.
         width = max(nh * hd, shape.shared_intermediate)
         int8_phase = base + t * width * a + _quantized_linear(mode, t, h, width, a)
         quant = max(0, int8_phase - max(attention_phase, mlp_phase))
-    elif mode_info(mode).bits == 8:
+    elif parse_mode(mode).bits == 8:
         # The up projection on x (after the gate's activation when gated), then the down
         # projection on the product: each beside its int8 working set and int32 product.
         before = mlp_live - 2 if shape.gated_mlp else 0
@@ -170,7 +161,7 @@ def decoder_only_moments(
         fragmentation=int(fragmentation_scale * FRAGMENTATION_OF_KV * kv_prefill)
         + int(
             fragmentation_scale * FRAGMENTATION_OF_INT8_BUFFERS * quant
-            if mode_info(mode).bits == 8
+            if parse_mode(mode).bits == 8
             else 0
         ),
     )
@@ -195,7 +186,7 @@ def _dequantized(mode: str, estimate: MemoryEstimate) -> int:
     """4-bit: bitsandbytes 0.50.2's MatMul4Bit dequantizes the whole weight to the compute
     dtype for each call on more than one row (autograd/_functions.py:
     ``F.dequantize_4bit(B, quant_state).to(A.dtype).t()``), one at a time."""
-    if mode_info(mode).bits == 4:
+    if parse_mode(mode).bits == 4:
         return estimate.modes[mode].largest_quantized * activation_bytes(mode)
     return 0
 
@@ -212,7 +203,7 @@ def encoder_decoder_moments(
     t = b * s
     h, inter, hd, nh = shape.hidden, shape.intermediate, shape.head_dim, shape.heads
     arch = shape.architecture
-    keeps_fp32 = bool(arch and arch.keep_fp32) and (mode_info(mode).weight_dtype or "float16") == (
+    keeps_fp32 = bool(arch and arch.keep_fp32) and (parse_mode(mode).weight_dtype or "float16") == (
         "float16"
     )
     r = 4 if keeps_fp32 else a  # T5's fp32 `wo` makes the residual stream fp32
@@ -235,7 +226,7 @@ def encoder_decoder_moments(
     down_input = t * inter * 4 if keeps_fp32 else 0
     mlp_phase = residual + x_norm + mlp_live * t * inter * a + down_input + t * h * r
     quant = _dequantized(mode, estimate)
-    if mode_info(mode).bits == 8:
+    if parse_mode(mode).bits == 8:
         quant = _quantized_linear(mode, t, h, inter, a)
     encoder = Moment(
         "prefill",

@@ -26,24 +26,14 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from pytest_gpuinfer.probes.errors import InputError
-
-# Re-exported (`X as X`): callers and docs name these here.
 from pytest_gpuinfer.probes.memory_moments import (
-    FRAGMENTATION_OF_INT8_BUFFERS as FRAGMENTATION_OF_INT8_BUFFERS,
-)
-from pytest_gpuinfer.probes.memory_moments import FRAGMENTATION_OF_KV as FRAGMENTATION_OF_KV
-from pytest_gpuinfer.probes.memory_moments import LOGITS_FP32_COPIES as LOGITS_FP32_COPIES
-from pytest_gpuinfer.probes.memory_moments import (
-    T5_BIAS_MASK_BYTES_PER_SCORE as T5_BIAS_MASK_BYTES_PER_SCORE,
-)
-from pytest_gpuinfer.probes.memory_moments import activation_bytes as activation_bytes
-from pytest_gpuinfer.probes.memory_moments import (
+    activation_bytes,
     decoder_only_moments,
     encoder_decoder_moments,
-    mode_info,
 )
 from pytest_gpuinfer.probes.memory_units import format_bytes
 from pytest_gpuinfer.probes.memory_weights import MemoryEstimate
+from pytest_gpuinfer.probes.modes import parse_mode
 
 CUDA_CONTEXT_BYTES = 500 * 2**20
 """What a CUDA process holds outside torch's allocator: the context and the loaded kernel
@@ -295,7 +285,7 @@ def estimate_workload(
         moments = decoder_only_moments(
             shape, mode, workload, a, impl, estimate, fragmentation_scale
         )
-    quantized = mode_info(mode).quantized
+    quantized = parse_mode(mode).quantized
     sixteen_bit = estimate.parameter_count * 2 + estimate.modes[mode].buffer_bytes
     load_peak = sixteen_bit if quantized else weights
     load_peak += LIBRARY_WORKSPACE_BYTES

@@ -28,7 +28,6 @@ from __future__ import annotations
 
 import configparser
 import difflib
-import importlib.util
 import re
 import shlex
 import subprocess
@@ -38,6 +37,7 @@ from pathlib import Path
 from types import ModuleType
 
 import pytest
+from script_modules import load_script
 
 from pytest_gpuinfer.probes.profiles import load_profile
 
@@ -417,13 +417,7 @@ def test_shell_line_runs(line: ShellLine, tmp_path: Path) -> None:
 
 
 def _regen() -> ModuleType:
-    path = ROOT / "scripts" / "regen_readme_outputs.py"
-    spec = importlib.util.spec_from_file_location("regen_readme_outputs", path)
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    sys.modules.setdefault("regen_readme_outputs", module)
-    spec.loader.exec_module(module)
-    return module
+    return load_script(ROOT / "scripts" / "regen_readme_outputs.py")
 
 
 def _environment() -> dict[str, str]:

@@ -8,14 +8,13 @@ scripts/check_fleet_page.py (computed colours, visible text), skipped without Ch
 from __future__ import annotations
 
 import html
-import importlib.util
 import re
-import sys
 from html.parser import HTMLParser
 from pathlib import Path
 from types import ModuleType
 
 import pytest
+from script_modules import load_script
 
 from pytest_gpuinfer.cli.main import main
 from pytest_gpuinfer.fleet.page import STATE_COLOURS
@@ -204,13 +203,7 @@ def test_markdown_summary_for_the_job_summary(
 
 
 def _checker() -> ModuleType:
-    path = ROOT / "scripts" / "check_fleet_page.py"
-    spec = importlib.util.spec_from_file_location("check_fleet_page", path)
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    sys.modules.setdefault("check_fleet_page", module)
-    spec.loader.exec_module(module)
-    return module
+    return load_script(ROOT / "scripts" / "check_fleet_page.py")
 
 
 def test_the_page_as_chromium_renders_it(

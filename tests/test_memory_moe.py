@@ -124,10 +124,6 @@ def test_a_new_mode_is_estimated_from_its_descriptor(
 ) -> None:
     fake = modes.Mode("int3", "a 3-bit mode", None, "float32", bits=3, dtype_fixed=False)
     monkeypatch.setattr(modes, "MODE_INFO", MappingProxyType({**modes.MODE_INFO, "int3": fake}))
-    # The workload estimate looks modes up in memory_moments (mode_info).
-    import pytest_gpuinfer.probes.memory_moments as moments
-
-    monkeypatch.setattr(moments, "MODE_INFO", modes.MODE_INFO)
     values = {**MIXTRAL, "model_type": "llama"}
     estimate = estimate_model_memory(_config(tmp_path, values), ("fp16", "int3", "int8"))
     assert estimate.weights_bytes("int3") < estimate.weights_bytes("int8")

@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-import importlib.util
 from pathlib import Path
 from types import ModuleType
 from typing import Any
 
 import pytest
+from script_modules import load_script
 from test_memory_weights import write_random_model
 
 from pytest_gpuinfer.probes.errors import InputError
@@ -125,11 +125,7 @@ def test_loader_hook(estimates: dict[str, MemoryEstimate]) -> None:
 
 
 def _benchmark() -> ModuleType:
-    spec = importlib.util.spec_from_file_location("gpu_memory_validation", BENCHMARK)
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return load_script(BENCHMARK)
 
 
 @pytest.mark.parametrize(
@@ -167,7 +163,7 @@ def test_prediction_matches_live_tensors_of_a_cpu_run(
     if bench.TINY[arch]["model_type"] == "t5":
         # The CPU's SDPA fuses T5's float bias mask; the fp32 math-path scores the
         # estimate adds are what CUDA's SDPA holds (T5_BIAS_MASK_BYTES_PER_SCORE).
-        from pytest_gpuinfer.probes.memory_workload import T5_BIAS_MASK_BYTES_PER_SCORE
+        from pytest_gpuinfer.probes.memory_moments import T5_BIAS_MASK_BYTES_PER_SCORE
 
         batch, seq, _ = workload
         heads = bench.TINY[arch]["num_heads"]
