@@ -12,10 +12,11 @@ them). ``$ echo $?`` shows the exit code of the command before it. A ``...`` lin
 The commands run as ``python -m pytest_gpuinfer`` from this checkout, in the repository
 root, with the variables that change the audit's output removed (``GPUINFER_*``, the CUDA
 allocator variables, ``CUDA_VISIBLE_DEVICES``). The README shows the CI machine: no GPU,
-and the stack in ``CI_STACK``. On any other machine this script refuses to rewrite the
-README (``--force`` overrides), and tests/test_docs_snippets.py skips its check, naming
-the difference. One normalisation: the Python version in the stack line (``python
-3.11.7, torch ...``) is not compared, since CI's patch release is not pinned.
+and the stack tox's ``current`` env pins (read from tox.ini). On any other machine this
+script refuses to rewrite the README (``--force`` overrides), and
+tests/test_docs_snippets.py skips its check, naming the difference. One normalisation:
+the Python version in the stack line (``python 3.11.7, torch ...``) is not compared,
+since CI's patch release is not pinned.
 
 Exit codes: 0 up to date or rewritten; 1 ``--check`` found a stale transcript; 2 this
 machine is not the CI stack, or a transcript's command is not a ``gpuinfer`` command.
@@ -24,6 +25,7 @@ machine is not the CI stack, or a transcript's command is not a ``gpuinfer`` com
 from __future__ import annotations
 
 import argparse
+import configparser
 import difflib
 import importlib.metadata
 import os
@@ -34,17 +36,26 @@ import sys
 from dataclasses import dataclass
 from pathlib import Path
 
+from packaging.version import Version
+
 ROOT = Path(__file__).resolve().parents[1]
 README = ROOT / "README.md"
 
-CI_STACK: dict[str, str | None] = {
-    "torch": "2.13.0+cpu",
-    "transformers": "5.23.0",
-    "accelerate": "1.15.0",
-    "bitsandbytes": "0.50.2",
-    "optimum": None,
-}
-"""The versions the README's transcripts show (None: not installed): tox's `current` env."""
+STACK_PACKAGES = ("torch", "transformers", "accelerate", "bitsandbytes", "optimum")
+
+
+def ci_stack() -> dict[str, str | None]:
+    """The versions the README's transcripts show, read from their one home: the pins of
+    tox's `current` env in tox.ini (None: not pinned there, so not installed)."""
+    tox = configparser.ConfigParser(interpolation=None)
+    tox.read(ROOT / "tox.ini", encoding="utf-8")
+    pins = dict(
+        line.strip().split("==", 1)
+        for line in tox["testenv:current"]["deps"].splitlines()
+        if "==" in line
+    )
+    return {package: pins.get(package) for package in STACK_PACKAGES}
+
 
 _FENCE = re.compile(r"^```(?P<lang>[\w+-]*)[^\n]*\n(?P<body>.*?)^```", re.MULTILINE | re.DOTALL)
 _PROMPT = "$ "
@@ -164,6 +175,11 @@ def transcripts(text: str) -> list[list[Step]]:
     ]
 
 
+def _release(version: str | None) -> str | None:
+    """``2.13.0+cpu`` -> ``2.13.0``: tox pins the release, the wheel adds its build."""
+    return None if version is None else Version(version).public
+
+
 def normalise(text: str) -> str:
     """What the check compares: the stack line's Python version is masked."""
     return _PYTHON_VERSION.sub("python X.Y.Z,", text)
@@ -172,12 +188,15 @@ def normalise(text: str) -> str:
 def stack_differences() -> list[str]:
     """How this machine differs from the one the README shows; empty on the CI stack."""
     differences = []
-    for package, expected in CI_STACK.items():
+    for package, expected in ci_stack().items():
         try:
             found: str | None = importlib.metadata.version(package)
         except importlib.metadata.PackageNotFoundError:
             found = None
-        if found != expected:
+        same = found is None if expected is None else _release(found) == expected
+        if package == "torch" and found is not None:
+            same = same and Version(found).local == "cpu"  # the README shows a CPU build
+        if not same:
             differences.append(
                 f"{package} {found or 'not installed'} (the README shows "
                 f"{expected or 'not installed'})"
