@@ -95,7 +95,9 @@ phase() {
     memory) step memory_validation "$MEMORY_TIMEOUT" python3 benchmarks/gpu_memory_validation.py --out "$OUT/memory" $MEMORY_ARGS ;;
     # Beyond the default run (each as long as it needs; run them in a call of their own).
     audit) step audit 60 python3 -m pytest_gpuinfer.cli audit ;;
-    serial) step suite_serial 400 python3 -m pytest tests --gpuinfer -p no:cacheprovider -q -rfE --tb=short ;;
+    # SERIAL_FILES: a part of the suite (the whole serial run is over one call's 10 minutes).
+    # shellcheck disable=SC2086
+    serial) step suite_serial "${SERIAL_TIMEOUT:-400}" python3 -m pytest ${SERIAL_FILES:-tests} --gpuinfer -p no:cacheprovider -q -rfE --tb=short ;;
     tests2) step suite_all_gpus 300 python3 -m pytest tests --gpuinfer -p no:cacheprovider -q -rfE --tb=short ;;
     example) step example 300 bash -c "cd examples/downstream && python3 -m pytest --gpuinfer -p no:cacheprovider -q -rs" ;;
     sharing) step sharing 300 python3 benchmarks/gpu_sharing.py ${SHARING_ARGS:-} ;;
