@@ -277,3 +277,29 @@ def test_compiled_generate_uses_transformers_own_compile_path() -> None:
     assert kwargs["compile_config"].mode == "reduce-overhead"  # CUDA graphs
     assert "cache_implementation" not in generate_kwargs(Model(), bench_workload(1, 8, 4))
     assert set(compiled_kwargs()) == {"cache_implementation", "compile_config"}
+
+
+def test_a_row_below_the_mbu_target_says_where_its_step_goes() -> None:
+    # The H200's compiled fp16 row (docs/gpu-results.md, round 3, call D): 2.97 ms/step,
+    # floor 0.458 ms, 1.65 ms of it in 479 kernels.
+    fp16 = _result("fp16", [0.002973] * 3)
+    fp16.floor_seconds_per_token, fp16.mbu = 0.000458, 0.000458 / 0.002973
+    fp16.time_split = {
+        "available": True,
+        "gpu_kernel_seconds_per_step": 0.0016516,
+        "kernels_per_step": 479.27,
+        "gpu_busy_share": 0.5556,
+        "host_seconds_per_step": 0.001321,
+    }
+    text = " ".join(bench_text(_bench([fp16])).split())
+    assert "fp16 b1: MBU 15.4%: the GPU is busy 55.6% of the decode step" in text
+    assert "host 1.32 ms/step" in text
+    assert "the kernels alone take 1.65 ms (MBU 27.7% by kernel time; 479 kernels/step" in text
+    # Without the split, the peak's one-line reading, pointing at the split.
+    fp16.time_split = None
+    text = " ".join(bench_text(_bench([fp16])).split())
+    assert "peaks at 15.4%: plain generate() is bound by the host" in text
+    assert "without --no-split" in text
+    # At the target or above: no reason asked for.
+    fp16.mbu = 0.45
+    assert "peaks at 45.0% of the bandwidth floor" in " ".join(bench_text(_bench([fp16])).split())
