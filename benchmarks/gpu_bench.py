@@ -152,6 +152,13 @@ def _short_table(data: dict[str, Any], overhead: dict[str, Any] | None) -> str:
         )
     run = data["run"]
     rows.append(f"trusted: {run['trusted']} (foreign GPU processes: {run['foreign_processes']})")
+    for check in run.get("precision_checks") or []:
+        if check:
+            rows.append(
+                f"precision +-{check['target']:.0%}: reached {check['reached']} after "
+                f"{check['rounds']} rounds, {check['seconds']:.0f} s (widest: "
+                f"{check['widest_mode']} +-{(check['widest_half_width'] or 0):.1%})"
+            )
     if overhead is not None:
         rows.append(
             f"overhead check ({overhead['mode']}, b1, {overhead['timer']}): tool "
@@ -262,6 +269,10 @@ def main() -> int:
         "--sweep-defaults", action="store_true", help="measure the settings behind the defaults"
     )
     parser.add_argument("--no-split", action="store_true", help="skip the profiled time split")
+    parser.add_argument(
+        "--precision", type=float, help="add rounds until every decode ratio is within +-this"
+    )
+    parser.add_argument("--max-seconds", type=float, default=600.0, help="cap with --precision")
     args = parser.parse_args()
     if args.tiny:
         args.prompt_len, args.new_tokens = min(args.prompt_len, 16), min(args.new_tokens, 8)
@@ -289,7 +300,7 @@ def main() -> int:
             new_tokens=args.new_tokens,
             repetitions=Repetitions(
                 warmup=2, min_count=args.min_repetitions, min_seconds=args.min_seconds,
-                max_spread=0.03,
+                max_spread=0.03, precision=args.precision, max_seconds=args.max_seconds,
             ),
             time_split=not args.no_split,
             compiled=args.compiled,

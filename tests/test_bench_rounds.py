@@ -5,6 +5,8 @@ compile recipe. The measuring processes are replaced at the pipe (what they answ
 from __future__ import annotations
 
 import json
+import random
+import re
 from typing import Any
 
 import pytest
@@ -15,6 +17,7 @@ from pytest_gpuinfer.bench.config import BenchConfig, Repetitions, bench_workloa
 from pytest_gpuinfer.bench.hardware import GpuWatch
 from pytest_gpuinfer.bench.measure import Repetition, WorkloadRun
 from pytest_gpuinfer.bench.pool import ModeProcess
+from pytest_gpuinfer.bench.precision import PrecisionCheck, check_precision
 from pytest_gpuinfer.bench.progress import Progress, format_eta
 from pytest_gpuinfer.bench.record import ModeResult, add_ratios, build_result
 from pytest_gpuinfer.bench.render import WIDTH, bench_markdown, bench_text
@@ -27,11 +30,19 @@ from pytest_gpuinfer.probes.errors import InputError
 class _FakeChild(ModeProcess):
     """Answers like a measuring process, instantly, and logs what it was asked."""
 
-    def __init__(self, mode: str, log: list[tuple[str, ...]], decode_s: float) -> None:
+    def __init__(
+        self, mode: str, log: list[tuple[str, ...]], decode_s: float, spread: float = 0.0
+    ) -> None:
         super().__init__(mode, f"[-] {mode}")
         self.log = log
         self.decode_s = decode_s
+        self.spread = spread
+        """Each repetition's decode is decode_s x (1 +- up to spread), seeded."""
+        self.noise = random.Random(mode)
         self.reps: list[Repetition] = []
+
+    def next_decode(self) -> float:
+        return self.decode_s * (1 + self.noise.uniform(-self.spread, self.spread))
 
     @property
     def alive(self) -> bool:
@@ -45,8 +56,8 @@ def _answer(child: _FakeChild, *command: Any) -> tuple[Any, ...]:
         return ("warm", command[1], 0.1, None)
     if kind == "round":
         reps = [
-            Repetition(0.01, child.decode_s, 0.01 + child.decode_s, [child.decode_s / 3] * 3)
-            for _ in range(int(command[3]))
+            Repetition(0.01, d, 0.01 + d, [d / 3] * 3)
+            for d in (child.next_decode() for _ in range(int(command[3])))
         ]
         for rep in reps:
             rep.round = int(command[2])
@@ -303,3 +314,105 @@ def test_a_row_below_the_mbu_target_says_where_its_step_goes() -> None:
     # At the target or above: no reason asked for.
     fp16.mbu = 0.45
     assert "peaks at 45.0% of the bandwidth floor" in " ".join(bench_text(_bench([fp16])).split())
+
+
+# -- --precision: rounds until the ratios are pinned down -----------------------------------
+
+
+def _reps(per_token: list[float], new_tokens: int = 4) -> list[Repetition]:
+    steps = new_tokens - 1
+    return [
+        Repetition(0.01, d * steps, 0.01 + d * steps, [d] * steps, round=i)
+        for i, d in enumerate(per_token)
+    ]
+
+
+def test_a_constant_ratio_is_pinned_at_once_and_noise_is_not() -> None:
+    steady = {"fp16": _reps([0.01] * 4), "int8": _reps([0.03] * 4)}
+    check = check_precision(steady, "fp16", 4, target=0.05, seconds=1.0, rounds=4)
+    assert check.reached and check.widest_mode == "int8" and check.widest_half_width == 0
+    noisy = {**steady, "nf4": _reps([0.02, 0.03, 0.02, 0.03])}
+    check = check_precision(noisy, "fp16", 4, target=0.05, seconds=1.0, rounds=4)
+    assert not check.reached and check.widest_mode == "nf4"
+    assert check.widest_half_width is not None and check.widest_half_width > 0.1
+    # 1/sqrt(n): a half-width twice the target needs four times the rounds.
+    twice = PrecisionCheck(0.05, 10, 5.0, "nf4", 0.10, reached=False)
+    assert twice.rounds_needed() == 40
+    assert "NOT reached for b1 in 5 s (10 rounds; widest: nf4 +-10.0%)" in twice.line("b1")
+    # One round has no interval: not reached, said so.
+    single = {"fp16": _reps([0.01]), "int8": _reps([0.03])}
+    check = check_precision(single, "fp16", 4, target=0.05, seconds=0.1, rounds=1)
+    assert not check.reached and check.widest_half_width is None
+    assert "widest: no interval" in check.line("b1")
+    # Only the reference: nothing to pin down.
+    assert check_precision({"fp16": _reps([0.01] * 3)}, "fp16", 4, target=0.05,
+                           seconds=1.0, rounds=3).reached  # fmt: skip
+
+
+def _precision_run(
+    monkeypatch: pytest.MonkeyPatch, spread: float, repetitions: Repetitions
+) -> runner.BenchResult:
+    log: list[tuple[str, ...]] = []
+    children: list[ModeProcess] = [
+        _FakeChild("fp16", log, 0.03, spread=spread),
+        _FakeChild("int8", log, 0.09, spread),
+    ]
+    monkeypatch.setattr(runner, "_ask", lambda child, watch, all_, *cmd: _answer(child, *cmd))
+    clock = iter(range(10**6))  # one second per reading of the clock
+    monkeypatch.setattr(runner.time, "perf_counter", lambda: float(next(clock)))
+    config = BenchConfig(
+        model="m", modes=("fp16", "int8"), prompt_len=8, new_tokens=4, repetitions=repetitions
+    )
+    result = runner.BenchResult(config=config, reference="fp16")
+    runner._measure_workload(
+        0, config.workloads()[0], config, children, GpuWatch(None, None), Progress(enabled=False),
+        result,
+    )  # fmt: skip
+    return result
+
+
+def test_precision_adds_rounds_until_every_ratio_is_within_it(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    result = _precision_run(monkeypatch, 0.2, Repetitions(0, 4, 0.0, precision=0.05))
+    check = result.precision[0]
+    assert check.reached and check.widest_mode == "int8"
+    assert check.widest_half_width is not None and check.widest_half_width <= 0.05
+    assert result.rounds[0] > 4  # +-20 % noise is not pinned to 5 % by the minimum
+    assert check.rounds == result.rounds[0]
+    run = result.to_dict()["run"]
+    assert run["precision"] == 0.05 and run["precision_checks"][0]["reached"] is True
+    # Without --precision the same noise stops at the minimum, as before.
+    plain = _precision_run(monkeypatch, 0.2, Repetitions(0, 4, 0.0))
+    assert plain.rounds[0] == 4 and plain.precision == {}
+
+
+def test_precision_stops_at_max_seconds_and_says_it_was_not_reached(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    result = _precision_run(
+        monkeypatch, 0.4, Repetitions(0, 3, 0.0, precision=0.01, max_seconds=30.0)
+    )
+    check = result.precision[0]
+    assert not check.reached and check.seconds >= 30.0
+    assert check.seconds < 40.0  # stopped at the cap, within one round of readings
+    text = " ".join(bench_text(result).split())
+    assert "precision +-1% NOT reached for b1 in" in text and "raise --max-seconds" in text
+
+
+@pytest.mark.parametrize(
+    ("values", "message"),
+    [
+        ({"precision": 0.0}, "precision 0.0: expected a fraction between 0 and 1"),
+        ({"precision": 5.0}, "precision 5.0: expected a fraction between 0 and 1"),
+        ({"precision": float("nan")}, "precision nan: expected a fraction"),
+        ({"max_seconds": 0.0}, "maximum seconds 0.0: expected a number > 0"),
+        (
+            {"precision": 0.05, "min_seconds": 20.0, "max_seconds": 10.0},
+            "maximum seconds 10 is below the minimum 20",
+        ),
+    ],
+)
+def test_bad_precision_settings_are_one_line_errors(values: dict[str, Any], message: str) -> None:
+    with pytest.raises(InputError, match=re.escape(message)):
+        Repetitions(**values)

@@ -22,6 +22,10 @@ two cores 14.85 ms/token with IQR/median 5.5 %, unpinned 13.32 ms/token with 3.4
 Pinning was slower and noisier, so it is opt-in (``--pin``)."""
 
 
+DEFAULT_MAX_SECONDS = 600.0
+"""``--max-seconds``: ten minutes of rounds per workload at most while seeking a precision."""
+
+
 def bench_workload(batch_size: int, prompt_len: int, new_tokens: int) -> Workload:
     """The audit's :class:`Workload` (``seq_len`` is the prompt), checked for what a
     benchmark needs beyond it: a second token, so that decode has a step to time."""
@@ -43,6 +47,11 @@ class Repetitions:
     """A decode spread (IQR/median across repetitions) above this is reported too wide."""
     per_round: int = 1
     """Repetitions each mode runs per interleaved round (``gpuinfer bench``)."""
+    precision: float | None = None
+    """After the minimum, keep adding rounds until every mode's decode ratio to the
+    reference has a 95 % interval within +-precision of the ratio (``--precision``)."""
+    max_seconds: float = DEFAULT_MAX_SECONDS
+    """The cap on one workload's rounds while ``precision`` is not reached."""
 
     def __post_init__(self) -> None:
         check_count(self.warmup, "warm-up runs", minimum=0)
@@ -55,6 +64,21 @@ class Repetitions:
             )
         if not _real(self.max_spread) or not self.max_spread > 0:
             raise InputError(f"max spread {self.max_spread!r}: expected a fraction > 0")
+        if self.precision is not None and (not _real(self.precision) or not 0 < self.precision < 1):
+            raise InputError(
+                f"precision {self.precision!r}: expected a fraction between 0 and 1 "
+                "(0.05 for +-5 %)"
+            )
+        if not _real(self.max_seconds) or not 0 < self.max_seconds <= MAX_MIN_SECONDS:
+            raise InputError(
+                f"maximum seconds {self.max_seconds!r}: expected a number > 0 and up to "
+                f"{MAX_MIN_SECONDS:g} (a day)"
+            )
+        if self.precision is not None and self.max_seconds < self.min_seconds:
+            raise InputError(
+                f"maximum seconds {self.max_seconds:g} is below the minimum "
+                f"{self.min_seconds:g}: expected max >= min"
+            )
 
 
 @dataclass(frozen=True)

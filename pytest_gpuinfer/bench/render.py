@@ -122,6 +122,12 @@ def _context(bench: BenchResult) -> list[str]:
         f"{policy.warmup} warm-up, then interleaved rounds of {policy.per_round} repetition(s) "
         f"per mode until >= {policy.min_count} and >= {policy.min_seconds:g} s each; "
         f"{'pinned to two cores' if c.pin_cpu else 'not pinned'}"
+        + (
+            f"; then until every decode ratio is within +-{policy.precision:.0%} "
+            f"(95% interval), {policy.max_seconds:g} s at most per workload"
+            if policy.precision is not None
+            else ""
+        )
         + ("; static cache + torch.compile (--compiled)" if c.compiled else ""),
     ]
     if bench.bandwidth.value is not None:
@@ -206,6 +212,8 @@ def _explanations(bench: BenchResult) -> list[str]:
             f"{', '.join(wide)}: do not decide on these; add repetitions (--min-seconds) or "
             "quiet the machine"
         )
+    for index, check in sorted(bench.precision.items()):
+        lines.append(check.line(f"b{bench.config.batch_sizes[index]}"))
     notes = sorted({n for r in bench.results for n in r.notes})
     lines += [f"note: {n}" for n in [*bench.notes, *notes]]
     undecided = [

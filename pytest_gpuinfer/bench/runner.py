@@ -27,6 +27,7 @@ from pytest_gpuinfer.bench.hardware import (
 )
 from pytest_gpuinfer.bench.measure import Repetition, WorkloadRun
 from pytest_gpuinfer.bench.pool import ChildGone, ModeProcess
+from pytest_gpuinfer.bench.precision import PrecisionCheck, check_precision
 from pytest_gpuinfer.bench.progress import Progress, format_eta
 from pytest_gpuinfer.bench.record import (
     SCHEMA,
@@ -58,6 +59,8 @@ class BenchResult:
     notes: list[str] = field(default_factory=list)
     rounds: dict[int, int] = field(default_factory=dict)
     """Workload index -> interleaved rounds measured."""
+    precision: dict[int, PrecisionCheck] = field(default_factory=dict)
+    """Workload index -> the last ``--precision`` check (only with a precision asked)."""
 
     @property
     def trusted(self) -> bool:
@@ -84,6 +87,12 @@ class BenchResult:
                 "compiled": self.config.compiled,
                 "interleaved": True,
                 "rounds": [self.rounds.get(i, 0) for i in range(len(self.config.batch_sizes))],
+                "precision": self.config.repetitions.precision,
+                "max_seconds": self.config.repetitions.max_seconds,
+                "precision_checks": [
+                    c.to_dict() if (c := self.precision.get(i)) else None
+                    for i in range(len(self.config.batch_sizes))
+                ],
                 "notes": list(self.notes),
                 "device": self.device,
                 "stack": self.stack,
@@ -314,6 +323,7 @@ def _measure_workload(
         active.append(child)
     rounds = 0
     round_seconds: list[float] = []
+    started = time.perf_counter()
     while active:
         round_started = time.perf_counter()
         for child in list(active):
@@ -330,6 +340,27 @@ def _measure_workload(
         result.rounds[index] = rounds
         round_seconds.append(time.perf_counter() - round_started)
         needed = _rounds_needed(active, index, policy, config.new_tokens)
+        check = None
+        if (
+            policy.precision is not None
+            and rounds >= needed
+            and any(c.mode == result.reference for c in active)
+        ):
+            check = check_precision(
+                {c.mode: c.partial.get(index, []) for c in active},
+                result.reference,
+                config.new_tokens,
+                target=policy.precision,
+                seconds=time.perf_counter() - started,
+                rounds=rounds,
+            )
+            result.precision[index] = check
+            cap = math.floor(rounds * policy.max_seconds / max(check.seconds, 1e-9))
+            needed = max(needed, min(check.rounds_needed(), cap))
+            if check.reached or check.seconds >= policy.max_seconds:
+                needed = rounds
+            else:
+                needed = max(needed, rounds + 1)
         eta = _eta(round_seconds, rounds, needed, index, len(config.batch_sizes))
         text = f"{label} round {rounds}: " + ", ".join(
             f"{c.mode} {_last_ms(c, index, config.new_tokens)}" for c in active
@@ -341,6 +372,8 @@ def _measure_workload(
                 eta=eta,
             )
         else:
+            if check is not None and check.widest_half_width is not None:
+                text += f"; widest +-{check.widest_half_width:.1%} (target {check.target:.0%})"
             progress.tick(text, eta=eta)
         if rounds >= needed:
             break

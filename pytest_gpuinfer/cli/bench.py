@@ -32,7 +32,11 @@ JSON_FILE_DEPRECATED = (
 def add_parser(sub: Any) -> argparse.ArgumentParser:
     """Add the ``bench`` subcommand to the ``gpuinfer`` subparsers."""
     from pytest_gpuinfer.bench.compare import DEFAULT_FIGURES, DEFAULT_THRESHOLD
-    from pytest_gpuinfer.bench.config import DEFAULT_NEW_TOKENS, DEFAULT_PROMPT_LEN
+    from pytest_gpuinfer.bench.config import (
+        DEFAULT_MAX_SECONDS,
+        DEFAULT_NEW_TOKENS,
+        DEFAULT_PROMPT_LEN,
+    )
 
     bench: argparse.ArgumentParser = sub.add_parser(
         "bench", help="measure load, latency, memory and energy of each mode on this machine"
@@ -62,6 +66,18 @@ def add_parser(sub: Any) -> argparse.ArgumentParser:
         metavar="FRACTION",
         default="0.05",
         help="decode IQR/median above this is reported too wide (default 0.05)",
+    )
+    bench.add_argument(
+        "--precision",
+        metavar="FRACTION",
+        help="after the minimum, add rounds until every decode ratio's 95%% interval is within "
+        "+-FRACTION of it (e.g. 0.05), or --max-seconds pass",
+    )
+    bench.add_argument(
+        "--max-seconds",
+        metavar="S",
+        default=f"{DEFAULT_MAX_SECONDS:g}",
+        help=f"cap on one workload's rounds with --precision (default {DEFAULT_MAX_SECONDS:g})",
     )
     bench.add_argument("--reference", metavar="MODE", help="default: fp16 on a GPU, fp32 on a CPU")
     bench.add_argument(
@@ -170,6 +186,8 @@ def config_from_args(args: argparse.Namespace) -> Any:
             min_seconds=_number(args.min_seconds, "minimum seconds"),
             max_spread=_number(args.max_spread, "max spread"),
             per_round=_integer(args.per_round, "repetitions per round", 1),
+            precision=None if args.precision is None else _number(args.precision, "precision"),
+            max_seconds=_number(args.max_seconds, "maximum seconds"),
         ),
         reference=args.reference,
         time_split=args.time_split,
