@@ -273,6 +273,8 @@ def main() -> int:
         "--precision", type=float, help="add rounds until every decode ratio is within +-this"
     )
     parser.add_argument("--max-seconds", type=float, default=600.0, help="cap with --precision")
+    parser.add_argument("--per-round", type=int, default=1, help="repetitions per round")
+    parser.add_argument("--round-warmup", type=int, default=0, help="un-timed calls per round")
     args = parser.parse_args()
     if args.tiny:
         args.prompt_len, args.new_tokens = min(args.prompt_len, 16), min(args.new_tokens, 8)
@@ -301,6 +303,7 @@ def main() -> int:
             repetitions=Repetitions(
                 warmup=2, min_count=args.min_repetitions, min_seconds=args.min_seconds,
                 max_spread=0.03, precision=args.precision, max_seconds=args.max_seconds,
+                per_round=args.per_round, round_warmup=args.round_warmup,
             ),
             time_split=not args.no_split,
             compiled=args.compiled,

@@ -19,7 +19,12 @@ from pytest_gpuinfer.bench.measure import Repetition, WorkloadRun
 from pytest_gpuinfer.bench.pool import ModeProcess
 from pytest_gpuinfer.bench.precision import PrecisionCheck, check_precision
 from pytest_gpuinfer.bench.progress import Progress, format_eta
-from pytest_gpuinfer.bench.record import ModeResult, add_ratios, build_result
+from pytest_gpuinfer.bench.record import (
+    ModeResult,
+    add_ratios,
+    build_result,
+    first_in_round_ratio,
+)
 from pytest_gpuinfer.bench.render import WIDTH, bench_markdown, bench_text
 from pytest_gpuinfer.bench.stats import bootstrap_ratio
 from pytest_gpuinfer.probes.errors import InputError
@@ -416,3 +421,53 @@ def test_precision_stops_at_max_seconds_and_says_it_was_not_reached(
 def test_bad_precision_settings_are_one_line_errors(values: dict[str, Any], message: str) -> None:
     with pytest.raises(InputError, match=re.escape(message)):
         Repetitions(**values)
+
+
+# -- re-entering a mode: the round's own warm-up --------------------------------------------
+
+
+def test_a_round_s_warm_up_calls_run_untimed_before_its_repetitions() -> None:
+    from pytest_gpuinfer.bench.measure import WorkloadSession
+    from pytest_gpuinfer.loading import load_model
+    from pytest_gpuinfer.tiny_models import trained_model_path
+
+    loaded = load_model(str(trained_model_path()), "fp32", device_map="cpu")
+    session = WorkloadSession(loaded.model, bench_workload(1, 8, 4))
+    calls: list[str] = []
+    generate = loaded.model.generate
+
+    def counting(*args: Any, **kwargs: Any) -> Any:
+        calls.append("generate")
+        return generate(*args, **kwargs)
+
+    loaded.model.generate = counting
+    reps = session.measure(2, round_index=5, settle=3)
+    assert len(calls) == 5  # 3 un-timed, then the 2 timed
+    assert [r.round for r in reps] == [5, 5] and len(session.run.repetitions) == 2
+    calls.clear()
+    session.measure(1, round_index=6)
+    assert len(calls) == 1  # no settle asked: none made
+
+
+def test_a_slow_first_repetition_per_round_is_measured_and_named() -> None:
+    w = bench_workload(1, 8, 5)
+    # Rounds of three: the first one 1.25x the two after it, in every round.
+    per_token = [d for _ in range(4) for d in (0.0125, 0.010, 0.010)]
+    reps = [
+        Repetition(0.01, d * 4, 0.01 + d * 4, [d] * 4, round=i // 3)
+        for i, d in enumerate(per_token)
+    ]
+    assert first_in_round_ratio(reps) == pytest.approx(1.25)
+    run = WorkloadRun(w, "cpu", repetitions=reps, seconds=1.0)
+    result = build_result("int8", run, None, None, bandwidth_bytes_per_s=None,
+                          bandwidth_reason="no GPU", max_spread=0.05)  # fmt: skip
+    (note,) = [n for n in result.notes if "first repetition" in n]
+    assert "int8 b1: the first repetition of each round decodes 1.25x" in note
+    assert "--round-warmup 1" in note
+    # One repetition per round has nothing to compare; a steady run says nothing.
+    assert first_in_round_ratio(reps[::3]) is None
+    steady = [Repetition(0.01, 0.04, 0.05, [0.01] * 4, round=i // 3) for i in range(6)]
+    quiet = build_result("fp16", WorkloadRun(w, "cpu", repetitions=steady, seconds=1.0), None,
+                         None, bandwidth_bytes_per_s=None, bandwidth_reason="no GPU",
+                         max_spread=0.05)  # fmt: skip
+    assert not [n for n in quiet.notes if "first repetition" in n]

@@ -47,6 +47,9 @@ class Repetitions:
     """A decode spread (IQR/median across repetitions) above this is reported too wide."""
     per_round: int = 1
     """Repetitions each mode runs per interleaved round (``gpuinfer bench``)."""
+    round_warmup: int = 0
+    """Un-timed generate() calls each mode makes at the start of every round, before its
+    timed ones (``--round-warmup``): a mode re-entered after the others ran may start cold."""
     precision: float | None = None
     """After the minimum, keep adding rounds until every mode's decode ratio to the
     reference has a 95 % interval within +-precision of the ratio (``--precision``)."""
@@ -56,6 +59,7 @@ class Repetitions:
     def __post_init__(self) -> None:
         check_count(self.warmup, "warm-up runs", minimum=0)
         check_count(self.per_round, "repetitions per round")
+        check_count(self.round_warmup, "warm-up calls per round", minimum=0)
         check_count(self.min_count, "repetitions", minimum=2, why=" (a spread needs two)")
         if not _real(self.min_seconds) or not 0 <= self.min_seconds <= MAX_MIN_SECONDS:
             raise InputError(

@@ -306,9 +306,14 @@ class WorkloadSession:
         if self.compiled:
             self.run.compiled = compile_state(self.model)
 
-    def measure(self, count: int, round_index: int = 0) -> list[Repetition]:
-        """``count`` timed repetitions, tagged with ``round_index``."""
+    def measure(self, count: int, round_index: int = 0, settle: int = 0) -> list[Repetition]:
+        """``count`` timed repetitions, tagged with ``round_index``, after ``settle``
+        un-timed calls (the round's own warm-up, outside every figure)."""
         done: list[Repetition] = []
+        with self.torch.inference_mode():
+            for _ in range(settle):
+                self.model.generate(**self.inputs, **self.kwargs)
+                self.clock.synchronize()
         started = time.perf_counter()
         with self.torch.inference_mode():
             for _ in range(count):

@@ -9,6 +9,7 @@ units (s, tokens/s, MB, kWh); docs/bench.md lists the mapping.
 from __future__ import annotations
 
 import statistics
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -288,6 +289,19 @@ def _energy_split(
     return total * prefill_s / spent, total * decode_s / spent, total
 
 
+def first_in_round_ratio(repetitions: Sequence[Any]) -> float | None:
+    """median decode of each round's first repetition / median of the round's later ones
+    (None unless some round has two or more). Repetitions arrive in the order run."""
+    rounds: dict[int, list[float]] = {}
+    for rep in repetitions:
+        rounds.setdefault(rep.round, []).append(rep.decode_s)
+    first = [values[0] for values in rounds.values() if len(values) > 1]
+    later = [v for values in rounds.values() if len(values) > 1 for v in values[1:]]
+    if not first or not later or not statistics.median(later):
+        return None
+    return statistics.median(first) / statistics.median(later)
+
+
 def build_result(
     mode: str,
     run: WorkloadRun,
@@ -326,6 +340,13 @@ def build_result(
         result.weights_bytes = load.weights_bytes
     if not run.device.startswith("cuda"):
         result.notes.append("torch tracks no peak memory on a CPU: peak RAM is the process's")
+    reentry = first_in_round_ratio(run.repetitions)
+    if reentry is not None and abs(reentry - 1) > max_spread:
+        result.notes.append(
+            f"{mode} b{w.batch_size}: the first repetition of each round decodes "
+            f"{reentry:.2f}x the round's later ones (median): re-entering a mode after the "
+            "others ran costs time; --round-warmup 1 keeps it out of the figures"
+        )
     if run.compiled is not None:
         if run.compiled.get("decode_step_compiled"):
             result.notes.append(

@@ -120,7 +120,8 @@ def _context(bench: BenchResult) -> list[str]:
         f"workload: prompt {c.prompt_len} tokens, {c.new_tokens} new tokens "
         f"(min_new_tokens = max_new_tokens), batch {', '.join(map(str, c.batch_sizes))}",
         f"{policy.warmup} warm-up, then interleaved rounds of {policy.per_round} repetition(s) "
-        f"per mode until >= {policy.min_count} and >= {policy.min_seconds:g} s each; "
+        + (f"after {policy.round_warmup} un-timed call(s) " if policy.round_warmup else "")
+        + f"per mode until >= {policy.min_count} and >= {policy.min_seconds:g} s each; "
         f"{'pinned to two cores' if c.pin_cpu else 'not pinned'}"
         + (
             f"; then until every decode ratio is within +-{policy.precision:.0%} "

@@ -82,6 +82,7 @@ class BenchResult:
                 "min_repetitions": self.config.repetitions.min_count,
                 "min_seconds": self.config.repetitions.min_seconds,
                 "repetitions_per_round": self.config.repetitions.per_round,
+                "round_warmup": self.config.repetitions.round_warmup,
                 "max_spread": self.config.repetitions.max_spread,
                 "pinned": self.config.pin_cpu,
                 "compiled": self.config.compiled,

@@ -148,7 +148,9 @@ def _serve(conn: Connection, payload: dict[str, Any]) -> None:
                     run = session.run
                     conn.send(("warm", index, run.first_call_seconds, run.compiled))
                 elif kind == "round":
-                    reps = sessions[index].measure(int(command[3]), int(command[2]))
+                    reps = sessions[index].measure(
+                        int(command[3]), int(command[2]), settle=config.repetitions.round_warmup
+                    )
                     conn.send(("round", index, [asdict(r) for r in reps]))
                 elif kind == "finish":
                     session = sessions[index]

@@ -59,6 +59,12 @@ def add_parser(sub: Any) -> argparse.ArgumentParser:
         "--per-round", metavar="N", default="1", help="repetitions per mode in each round"
     )
     bench.add_argument(
+        "--round-warmup",
+        metavar="N",
+        default="0",
+        help="un-timed generate() calls per mode at the start of every round (default 0)",
+    )
+    bench.add_argument(
         "--min-seconds", metavar="S", default="10", help="repeat for at least S seconds too"
     )
     bench.add_argument(
@@ -186,6 +192,7 @@ def config_from_args(args: argparse.Namespace) -> Any:
             min_seconds=_number(args.min_seconds, "minimum seconds"),
             max_spread=_number(args.max_spread, "max spread"),
             per_round=_integer(args.per_round, "repetitions per round", 1),
+            round_warmup=_integer(args.round_warmup, "warm-up calls per round", 0),
             precision=None if args.precision is None else _number(args.precision, "precision"),
             max_seconds=_number(args.max_seconds, "maximum seconds"),
         ),
