@@ -7,6 +7,7 @@ from __future__ import annotations
 import json
 import random
 import re
+import time
 from typing import Any
 
 import pytest
@@ -364,7 +365,7 @@ def _precision_run(
     ]
     monkeypatch.setattr(runner, "_ask", lambda child, watch, all_, *cmd: _answer(child, *cmd))
     clock = iter(range(10**6))  # one second per reading of the clock
-    monkeypatch.setattr(runner.time, "perf_counter", lambda: float(next(clock)))
+    monkeypatch.setattr(time, "perf_counter", lambda: float(next(clock)))
     config = BenchConfig(
         model="m", modes=("fp16", "int8"), prompt_len=8, new_tokens=4, repetitions=repetitions
     )
@@ -427,6 +428,7 @@ def test_bad_precision_settings_are_one_line_errors(values: dict[str, Any], mess
 
 
 def test_a_round_s_warm_up_calls_run_untimed_before_its_repetitions() -> None:
+    pytest.importorskip("torch", reason="generates with the tiny model (torch not installed)")
     from pytest_gpuinfer.bench.measure import WorkloadSession
     from pytest_gpuinfer.loading import load_model
     from pytest_gpuinfer.tiny_models import trained_model_path
