@@ -170,12 +170,14 @@ def _short_table(data: dict[str, Any], overhead: dict[str, Any] | None) -> str:
 
 
 SWEEP = [
-    {"pin_cpu": pin, "warmup": warmup, "min_seconds": seconds}
-    for pin in (False, True)
-    for warmup in (1, 3)
+    {"per_round": per_round, "round_warmup": settle, "min_seconds": seconds}
+    for per_round in (1, 3)
+    for settle in (0, 1)
     for seconds in (5.0, 10.0)
 ]
-"""The settings --sweep-defaults measures: pinning, warm-up and duration (the defaults)."""
+"""The settings --sweep-defaults measures, unpinned and with 2 warm-up calls (pinning was
+measured in round 2: slower and noisier): repetitions per round, the round's own warm-up
+and the duration, the questions the H200's interleaved noise left open."""
 
 
 def sweep_defaults(model_path: str, args: argparse.Namespace, out: Path) -> int:
@@ -184,6 +186,7 @@ def sweep_defaults(model_path: str, args: argparse.Namespace, out: Path) -> int:
     narrowest interval and the steadiest decode, at what wall time."""
     from pytest_gpuinfer.bench.config import BenchConfig, Repetitions
     from pytest_gpuinfer.bench.progress import Progress
+    from pytest_gpuinfer.bench.record import first_in_round_ratio
     from pytest_gpuinfer.bench.runner import run_bench
 
     rows: list[dict[str, Any]] = []
@@ -194,11 +197,11 @@ def sweep_defaults(model_path: str, args: argparse.Namespace, out: Path) -> int:
             prompt_len=args.prompt_len,
             new_tokens=args.new_tokens,
             repetitions=Repetitions(
-                warmup=int(setting["warmup"]), min_count=args.min_repetitions,
+                warmup=2, min_count=args.min_repetitions,
                 min_seconds=float(setting["min_seconds"]) * (0.05 if args.tiny else 1.0),
-                max_spread=0.03,
+                max_spread=0.03, per_round=int(setting["per_round"]),
+                round_warmup=int(setting["round_warmup"]),
             ),
-            pin_cpu=bool(setting["pin_cpu"]),
         )  # fmt: skip
         started = time.perf_counter()
         bench = run_bench(config, progress=Progress(enabled=False))
@@ -216,12 +219,15 @@ def sweep_defaults(model_path: str, args: argparse.Namespace, out: Path) -> int:
             "reference_iqr_over_median": None if ref is None or ref.spread is None
             else ref.spread.iqr_over_median,
             "fastpath_interval": None if interval is None else interval.to_dict(),
+            "first_in_round_ratio": None if ref is None or ref.run is None
+            else first_in_round_ratio(ref.run.repetitions),
         }  # fmt: skip
         rows.append(row)
         print(_sweep_line(row), file=sys.stderr)
     (out / "sweep_defaults.json").write_text(json.dumps(rows, indent=2) + "\n", encoding="utf-8")
     print(
-        "pin    warmup  seconds  ref ms/tok  ref IQR %  fastpath/ref [95% CI]     verdict   wall s"
+        "per round  settle  seconds  ref ms/tok  ref IQR %  1st/rest  fastpath/ref [95% CI]"
+        "     verdict           wall s"
     )
     for row in rows:
         print(_sweep_line(row))
@@ -237,11 +243,13 @@ def _sweep_line(row: dict[str, Any]) -> str:
     )
     decode = row["reference_decode_ms"]
     iqr = row["reference_iqr_over_median"]
+    first = row["first_in_round_ratio"]
     return (
-        f"{'on' if row['pin_cpu'] else 'off':<6} {row['warmup']:<7} {row['min_seconds']:<8g} "
+        f"{row['per_round']:<10} {row['round_warmup']:<7} {row['min_seconds']:<8g} "
         f"{'-' if decode is None else f'{decode:.2f}':>10}  "
-        f"{'-' if iqr is None else f'{iqr * 100:.1f}':>9}  {ci:<24}  "
-        f"{interval.get('verdict', '-'):<9} {row['wall_seconds']:>6.0f}"
+        f"{'-' if iqr is None else f'{iqr * 100:.1f}':>9}  "
+        f"{'-' if first is None else f'{first:.3f}':>8}  {ci:<24}  "
+        f"{interval.get('verdict', '-'):<17} {row['wall_seconds']:>6.0f}"
     )
 
 
