@@ -6,7 +6,7 @@
 #
 #   scripts/gpu_run.sh              the whole run (the default)
 #   scripts/gpu_run.sh STEP ...     some of it: versions suite gputests oom bench compiled memory
-#                                   (and, beyond the default run: audit tests2 example sharing)
+#                                   (and, beyond the default run: audit serial tests2 example sweep sharing)
 #
 # TOTAL_BUDGET (s, default 520) caps the whole run; each step's cap is its *_TIMEOUT below.
 # Expects bitsandbytes installed with `pip install --no-deps --target .site` (carried;
@@ -106,6 +106,8 @@ phase() {
     serial) step suite_serial "${SERIAL_TIMEOUT:-400}" python3 -m pytest ${SERIAL_FILES:-tests} --gpuinfer -p no:cacheprovider -q -rfE --tb=short ;;
     tests2) step suite_all_gpus 300 python3 -m pytest tests --gpuinfer -p no:cacheprovider -q -rfE --tb=short ;;
     example) step example 300 bash -c "cd examples/downstream && python3 -m pytest --gpuinfer -p no:cacheprovider -q -rs" ;;
+    # The defaults sweep (8 settings of fp16 vs fastpath, ~50 s each): a call of its own.
+    sweep) step sweep_defaults "${SWEEP_TIMEOUT:-540}" python3 benchmarks/gpu_bench.py --sweep-defaults --min-repetitions 6 --out "$OUT/bench" --model-cache "$MODEL_CACHE" ;;
     sharing) step sharing 300 python3 benchmarks/gpu_sharing.py ${SHARING_ARGS:-} ;;
     *) echo "unknown step $1" >&2 ;;
     esac
@@ -122,5 +124,6 @@ grep -E "^\[[^]]*\] (FAILED|ERROR)" "$OUT/failures.txt" | cut -c1-160 | head -80
 for name in bench_run1 bench_run2 bench_run3 bench_compiled; do
     [[ -f $LOGS/$name.log ]] && echo "== $name" && bench_line "$name"
 done
+[[ -f $LOGS/sweep_defaults.log ]] && echo "== sweep_defaults" && sed -n '/^per round/,$p' "$LOGS/sweep_defaults.log"
 echo "== summary (total ${SECONDS}s of a ${TOTAL_BUDGET}s budget)"
 cat "$SUMMARY"
