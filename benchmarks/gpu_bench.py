@@ -28,6 +28,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+from pytest_gpuinfer.bench.config import DEFAULT_MAX_SECONDS
 from pytest_gpuinfer.probes.modes import MODES
 from pytest_gpuinfer.tiny_models import TINYLLAMA_1B
 
@@ -280,7 +281,9 @@ def main() -> int:
     parser.add_argument(
         "--precision", type=float, help="add rounds until every decode ratio is within +-this"
     )
-    parser.add_argument("--max-seconds", type=float, default=600.0, help="cap with --precision")
+    parser.add_argument(
+        "--max-seconds", type=float, default=DEFAULT_MAX_SECONDS, help="cap with --precision"
+    )
     parser.add_argument("--per-round", type=int, default=1, help="repetitions per round")
     parser.add_argument("--round-warmup", type=int, default=0, help="un-timed calls per round")
     args = parser.parse_args()

@@ -344,6 +344,10 @@ def test_a_constant_ratio_is_pinned_at_once_and_noise_is_not() -> None:
     # 1/sqrt(n): a half-width twice the target needs four times the rounds.
     twice = PrecisionCheck(0.05, 10, 5.0, "nf4", 0.10, reached=False)
     assert twice.rounds_needed() == 40
+    # Where to stop: the estimate (40) while the time allows it, the time's worth (10 rounds
+    # in 5 s -> 20 in 10 s) when not, this round when out of time, one more at least.
+    assert twice.stop_at(60.0) == 40 and twice.stop_at(10.0) == 20 and twice.stop_at(5.0) == 10
+    assert PrecisionCheck(0.05, 10, 5.0, "nf4", 0.051, reached=False).stop_at(60.0) == 11
     assert "NOT reached for b1 in 5 s (10 rounds; widest: nf4 +-10.0%)" in twice.line("b1")
     # One round has no interval: not reached, said so.
     single = {"fp16": _reps([0.01]), "int8": _reps([0.03])}

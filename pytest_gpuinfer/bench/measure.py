@@ -13,7 +13,7 @@ import itertools
 import resource
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
@@ -40,6 +40,14 @@ class Repetition:
     """The interleaved round it was measured in (pairs it with the reference's)."""
     energy_mj: float | None = None
     """The GPU's energy counter over this repetition (None without NVML)."""
+
+
+def by_round(repetitions: Iterable[Repetition]) -> dict[int, list[Repetition]]:
+    """Round -> its repetitions, in the order they ran."""
+    rounds: dict[int, list[Repetition]] = {}
+    for rep in repetitions:
+        rounds.setdefault(rep.round, []).append(rep)
+    return rounds
 
 
 @dataclass

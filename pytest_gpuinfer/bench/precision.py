@@ -16,7 +16,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass
 from typing import Any
 
-from pytest_gpuinfer.bench.measure import Repetition
+from pytest_gpuinfer.bench.measure import Repetition, by_round
 from pytest_gpuinfer.bench.stats import bootstrap_ratio
 
 CHECK_RESAMPLES = 400
@@ -40,6 +40,14 @@ class PrecisionCheck:
         if self.reached or not self.widest_half_width:
             return self.rounds
         return math.ceil(self.rounds * (self.widest_half_width / self.target) ** 2)
+
+    def stop_at(self, max_seconds: float) -> int:
+        """The round count to stop at: this one when reached or out of time; else the
+        1/sqrt(n) estimate as far as the time left allows, one more round at least."""
+        if self.reached or self.seconds >= max_seconds:
+            return self.rounds
+        affordable = math.floor(self.rounds * max_seconds / max(self.seconds, 1e-9))
+        return max(self.rounds + 1, min(self.rounds_needed(), affordable))
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -65,10 +73,10 @@ class PrecisionCheck:
 def round_medians(reps: Sequence[Repetition], new_tokens: int) -> dict[int, float]:
     """Round -> median decode seconds per token over that round's repetitions."""
     steps = new_tokens - 1
-    rounds: dict[int, list[float]] = {}
-    for rep in reps:
-        rounds.setdefault(rep.round, []).append(rep.decode_s / steps)
-    return {r: statistics.median(values) for r, values in rounds.items()}
+    return {
+        r: statistics.median(rep.decode_s / steps for rep in group)
+        for r, group in by_round(reps).items()
+    }
 
 
 def check_precision(

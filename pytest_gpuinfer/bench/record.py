@@ -13,7 +13,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from pytest_gpuinfer.bench.measure import Footprint, WorkloadRun
+from pytest_gpuinfer.bench.measure import Footprint, Repetition, WorkloadRun, by_round
 from pytest_gpuinfer.bench.stats import Latency, RatioInterval, Spread, bootstrap_ratio
 from pytest_gpuinfer.probes.memory_workload import Workload
 
@@ -143,16 +143,13 @@ class ModeResult:
         if self.run is None:
             return {}
         steps = self.workload.new_tokens - 1
-        rounds: dict[int, list[Any]] = {}
-        for rep in self.run.repetitions:
-            rounds.setdefault(rep.round, []).append(rep)
         return {
             r: {
                 "decode_seconds_per_token": stats.median(x.decode_s / steps for x in reps),
                 "prefill_seconds": stats.median(x.prefill_s for x in reps),
                 "end_to_end_seconds": stats.median(x.generate_s for x in reps),
             }
-            for r, reps in rounds.items()
+            for r, reps in by_round(self.run.repetitions).items()
         }
 
     def interval(self, name: str) -> RatioInterval | None:
@@ -289,14 +286,12 @@ def _energy_split(
     return total * prefill_s / spent, total * decode_s / spent, total
 
 
-def first_in_round_ratio(repetitions: Sequence[Any]) -> float | None:
+def first_in_round_ratio(repetitions: Sequence[Repetition]) -> float | None:
     """median decode of each round's first repetition / median of the round's later ones
     (None unless some round has two or more). Repetitions arrive in the order run."""
-    rounds: dict[int, list[float]] = {}
-    for rep in repetitions:
-        rounds.setdefault(rep.round, []).append(rep.decode_s)
-    first = [values[0] for values in rounds.values() if len(values) > 1]
-    later = [v for values in rounds.values() if len(values) > 1 for v in values[1:]]
+    rounds = [reps for reps in by_round(repetitions).values() if len(reps) > 1]
+    first = [reps[0].decode_s for reps in rounds]
+    later = [rep.decode_s for reps in rounds for rep in reps[1:]]
     if not first or not later or not statistics.median(later):
         return None
     return statistics.median(first) / statistics.median(later)

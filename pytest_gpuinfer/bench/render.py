@@ -258,20 +258,17 @@ def _mbu_lines(bench: BenchResult) -> list[str]:
     lines: list[str] = []
     for r in measured:
         split = r.time_split or {}
-        busy, kernel = split.get("gpu_busy_share"), split.get("gpu_kernel_seconds_per_step")
-        mbu = r.mbu
-        if mbu is None or mbu >= MBU_TARGET or busy is None or not kernel:
+        kernel = split.get("gpu_kernel_seconds_per_step")
+        if r.mbu is None or r.mbu >= MBU_TARGET or "gpu_busy_share" not in split or not kernel:
             continue
-        host = split.get("host_seconds_per_step") or 0.0
         floor = r.floor_seconds_per_token or 0.0
-        per_step = split.get("kernels_per_step") or 0.0
+        per_step = split["kernels_per_step"]
         lines.append(
-            f"{r.label}: MBU {mbu:.1%}: the GPU is busy {busy:.1%} of the decode step "
-            f"(host {host * 1e3:.2f} ms/step: generate()'s own work outside the kernels); "
-            f"the kernels alone take {kernel * 1e3:.2f} ms (MBU {floor / kernel:.1%} by kernel "
-            f"time; {per_step:.0f} kernels/step, {kernel / per_step * 1e6:.1f} us each)"
-            if per_step
-            else f"{r.label}: MBU {mbu:.1%}: the GPU is busy {busy:.1%} of the decode step"
+            f"{r.label}: MBU {r.mbu:.1%}: the GPU is busy {split['gpu_busy_share']:.1%} of the "
+            f"decode step (host {split['host_seconds_per_step'] * 1e3:.2f} ms/step: "
+            f"generate()'s own work outside the kernels); the kernels alone take "
+            f"{kernel * 1e3:.2f} ms (MBU {floor / kernel:.1%} by kernel time; {per_step:.0f} "
+            f"kernels/step, {kernel / per_step * 1e6:.1f} us each)"
         )
     best = max(r.mbu for r in measured if r.mbu is not None)
     if lines:

@@ -356,12 +356,7 @@ def _measure_workload(
                 rounds=rounds,
             )
             result.precision[index] = check
-            cap = math.floor(rounds * policy.max_seconds / max(check.seconds, 1e-9))
-            needed = max(needed, min(check.rounds_needed(), cap))
-            if check.reached or check.seconds >= policy.max_seconds:
-                needed = rounds
-            else:
-                needed = max(needed, rounds + 1)
+            needed = check.stop_at(policy.max_seconds)
         eta = _eta(round_seconds, rounds, needed, index, len(config.batch_sizes))
         text = f"{label} round {rounds}: " + ", ".join(
             f"{c.mode} {_last_ms(c, index, config.new_tokens)}" for c in active
